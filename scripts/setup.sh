@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Bring up everything vlm_perception needs in an ignored .venv, idempotently.
+#
+# - With a ROS 2 install sourced (ROS_DISTRO set and rclpy importable), the venv
+#   sees the system site-packages and nothing ROS-related is installed.
+# - Without one, ROS 2 Jazzy comes from PyPI wheels, and the wheels' CMake
+#   files get their hard-coded build-container paths fixed (see README).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv=${VENV:-$root/.venv}
+python=${PYTHON:-python3}
+cd "$root"
+
+use_system_ros=0
+if [ -n "${ROS_DISTRO:-}" ] && "$python" -c 'import rclpy' 2>/dev/null; then
+  use_system_ros=1
+fi
+
+stamp=$venv/.vlm_perception-setup
+want=$(cat requirements.txt requirements-ros-jazzy.txt scripts/setup.sh | sha256sum | cut -c1-16)-ros$use_system_ros
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "setup: $venv is up to date"
+  exit 0
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+  if [ "$use_system_ros" = 1 ]; then
+    echo "setup: using the ROS 2 $ROS_DISTRO install found on this machine"
+    "$python" -m venv --system-site-packages "$venv"
+  else
+    echo "setup: no ROS 2 install sourced; installing ROS 2 Jazzy from PyPI wheels"
+    "$python" -m venv "$venv"
+  fi
+fi
+pip_install() {
+  # This machine's pip config names local indexes that may not exist: hide that noise.
+  "$venv/bin/python" -m pip install --disable-pip-version-check -q "$@" \
+    2> >(grep -v "^WARNING: Location 'file:" >&2)
+}
+
+if [ "$use_system_ros" = 0 ]; then
+  pip_install -r requirements-ros-jazzy.txt
+  # The wheels' exported CMake files name the build container's Python paths.
+  include=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  purelib=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  { grep -rlE '/opt/python/cp3[0-9]+-cp3[0-9]+' "$venv/share" --include='*.cmake' || true; } |
+    xargs -r sed -i -E \
+      -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/include/python3\.[0-9]+#$include#g" \
+      -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages#$purelib#g"
+fi
+pip_install -r requirements.txt
+
+echo "$want" > "$stamp"
+echo "setup: done ($venv)"

@@ -1,0 +1,28 @@
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "vlm_perception"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(exclude=["test"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml"]),
+        ("share/" + package_name + "/config", glob("config/*.yaml")),
+        ("share/" + package_name + "/launch", glob("launch/*.py")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="vlm_perception maintainers",
+    maintainer_email="maintainers@vlm-perception.dev",
+    description="Language queries about camera images answered by a VLM, over ROS 2.",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "vlm_perception_node = vlm_perception.node:main",
+        ],
+    },
+)

@@ -1,0 +1,65 @@
+"""Backends defined in the tests and loaded by the node as `plugin_backends:ColorBackend`.
+
+They give exact, deterministic answers so integration tests can check what
+the node does with them: each phrase is a pure colour, found by thresholding.
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+
+from vlm_perception.backends.base import Detection
+
+COLORS = {"apple": (220, 20, 20), "banana": (240, 220, 30), "cup": (30, 60, 220)}
+FOUND_SCORE = 0.9
+ABSENT_SCORE = 0.02
+
+
+def paint(image: np.ndarray, label: str, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Draw the colour of `label` into image[y0:y1, x0:x1] (RGB)."""
+    x0, y0, x1, y1 = box
+    image[y0:y1, x0:x1] = COLORS[label]
+    return image
+
+
+class ColorBackend:
+    """Finds each known phrase as a block of its colour; unknown phrases are absent."""
+
+    def __init__(self, model: str = "", model_path: str = "", device: str = "auto",
+                 delay_s: float = 0.0) -> None:
+        self.delay_s = float(delay_s)
+
+    def detect(self, image: np.ndarray, labels: Sequence[str]) -> list[Detection]:
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        detections = []
+        for label in labels:
+            color = COLORS.get(label)
+            mask = np.all(np.abs(image.astype(np.int16) - color) < 12, axis=2) if color else None
+            if mask is None or not mask.any():
+                detections.append(Detection(label, ABSENT_SCORE, None))
+                continue
+            ys, xs = np.nonzero(mask)
+            box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+            detections.append(Detection(label, FOUND_SCORE, box))
+        return detections
+
+
+class BrokenBackend:
+    """Raises on every image: the node must answer success: false and keep serving."""
+
+    def __init__(self, **options: object) -> None:
+        pass
+
+    def detect(self, image: np.ndarray, labels: Sequence[str]) -> list[Detection]:
+        raise RuntimeError("simulated CUDA out of memory")
+
+
+class FailingToLoadBackend:
+    def __init__(self, **options: object) -> None:
+        raise OSError("weights file is corrupt")
+
+    def detect(self, image: np.ndarray, labels: Sequence[str]) -> list[Detection]:
+        raise AssertionError("never constructed")

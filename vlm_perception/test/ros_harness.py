@@ -1,0 +1,161 @@
+"""Runs the real node executable as its own process and talks to it over DDS."""
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import yaml
+
+TEST_DIR = Path(__file__).resolve().parent
+NODE_NAME = "vlm_perception"
+
+
+def node_executable() -> str:
+    from ament_index_python.packages import get_package_prefix
+
+    return str(Path(get_package_prefix("vlm_perception")) / "lib" / "vlm_perception" / "vlm_perception_node")
+
+
+def node_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # The test plugins live next to this file; the node imports them by module name.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TEST_DIR), env.get("PYTHONPATH", "")]))
+    env["HF_HUB_OFFLINE"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class NodeProcess:
+    """The node started with a parameter file, its output captured for assertions."""
+
+    def __init__(self, namespace: str, params: dict[str, Any]) -> None:
+        self.namespace = namespace
+        self.prefix = f"/{namespace}/{NODE_NAME}"
+        handle, self._params_path = tempfile.mkstemp(suffix=".yaml")
+        with os.fdopen(handle, "w") as f:
+            yaml.safe_dump({"/**": {"ros__parameters": params}}, f)
+        self.process = subprocess.Popen(
+            [node_executable(), "--ros-args", "-r", f"__ns:=/{namespace}", "--params-file", self._params_path],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=node_env())
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self._lines)
+
+    def wait_for_output(self, text: str, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def wait_exit(self, timeout: float) -> Optional[int]:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(2)  # SIGINT, as ros2 launch does
+            if self.wait_exit(10) is None:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(timeout=5)
+        os.unlink(self._params_path)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, period: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(period)
+    return condition()
+
+
+def stamp(sec: int, nanosec: int = 0) -> Any:
+    from builtin_interfaces.msg import Time
+
+    return Time(sec=sec, nanosec=nanosec)
+
+
+class TestClient:
+    """A node in the test process: publishes camera frames, calls the service, records outputs."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, node_prefix: str, image_qos: str = "sensor_data") -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import CompressedImage, Image
+        from vlm_perception_msgs.msg import GraspTargetArray, ObjectPresenceArray
+        from vlm_perception_msgs.srv import QueryScene
+
+        namespace = node_prefix.rsplit("/", 1)[0]
+        self.node = rclpy.create_node(f"test_client_{os.getpid()}_{id(self)}", namespace=namespace)
+        qos = qos_profile_sensor_data if image_qos == "sensor_data" else 10
+        self.image_pub = self.node.create_publisher(Image, "image", qos)
+        self.compressed_pub = self.node.create_publisher(CompressedImage, "image/compressed", qos)
+        self.presence: list[ObjectPresenceArray] = []
+        self.targets: list[GraspTargetArray] = []
+        self.node.create_subscription(ObjectPresenceArray, f"{node_prefix}/presence", self.presence.append, 10)
+        self.node.create_subscription(GraspTargetArray, f"{node_prefix}/grasp_targets", self.targets.append, 10)
+        self.query_client = self.node.create_client(QueryScene, f"{node_prefix}/query")
+        self.node_prefix = node_prefix
+        self._executor = SingleThreadedExecutor()
+        self._executor.add_node(self.node)
+        self._spinner = threading.Thread(target=self._executor.spin, daemon=True)
+        self._spinner.start()
+
+    def wait_for_service(self, timeout: float = 60.0) -> bool:
+        return self.query_client.wait_for_service(timeout_sec=timeout)
+
+    def wait_for_subscriber(self, timeout: float = 10.0) -> bool:
+        return wait_until(lambda: self.image_pub.get_subscription_count() > 0
+                          or self.compressed_pub.get_subscription_count() > 0, timeout)
+
+    def query_async(self, query: str, **fields: Any) -> Any:
+        from vlm_perception_msgs.srv import QueryScene
+
+        return self.query_client.call_async(QueryScene.Request(query=query, **fields))
+
+    def query(self, query: str, timeout: float = 30.0, **fields: Any) -> Any:
+        future = self.query_async(query, **fields)
+        if not wait_until(future.done, timeout):
+            raise TimeoutError(f"no answer to {query!r} within {timeout} s")
+        return future.result()
+
+    def set_parameters(self, **values: Any) -> list[Any]:
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        client = self.node.create_client(SetParameters, f"{self.node_prefix}/set_parameters")
+        try:
+            assert client.wait_for_service(timeout_sec=10.0)
+            request = SetParameters.Request(
+                parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+            future = client.call_async(request)
+            assert wait_until(future.done, 10.0)
+            return list(future.result().results)
+        finally:
+            self.node.destroy_client(client)
+
+    def close(self) -> None:
+        self._executor.shutdown()
+        self.node.destroy_node()

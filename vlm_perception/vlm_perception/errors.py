@@ -1,0 +1,21 @@
+"""One exception type per subsystem; messages say what was wrong and what to do."""
+
+
+class VlmPerceptionError(Exception):
+    """Base of every error this package raises on bad input or configuration."""
+
+
+class QueryError(VlmPerceptionError):
+    """A language query that cannot be evaluated (empty, too long, no phrases)."""
+
+
+class ImageError(VlmPerceptionError):
+    """An image that cannot be converted (encoding, sizes, corrupt data)."""
+
+
+class BackendError(VlmPerceptionError):
+    """A backend that failed while running on an image."""
+
+
+class BackendLoadError(VlmPerceptionError):
+    """A backend or model that could not be constructed or loaded."""

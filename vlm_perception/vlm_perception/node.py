@@ -1,0 +1,267 @@
+"""vlm_perception_node: the ROS shell around the engine.
+
+Threading: three mutually exclusive callback groups (images, standing-query
+timer, query service) on a three-thread executor, so a frame callback always
+has a thread of its own and never waits behind inference. Service calls are
+served one at a time (inference is serialised anyway); further requests wait
+in the service's queue and are all answered.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any, Optional
+
+import numpy as np
+import rclpy
+import yaml
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+from vlm_perception_msgs.msg import GraspTargetArray, ObjectPresenceArray
+from vlm_perception_msgs.srv import QueryScene
+
+from . import images
+from .backends import create_backend
+from .engine import PerceptionEngine, SceneResult
+from .errors import BackendLoadError, VlmPerceptionError
+from .frames import Frame, LatestFrame
+from .node_params import CHOICES, PARAMS
+from .queries import normalize_phrases, parse_query
+from .ros_messages import presence_array, presence_msgs, target_array, target_msgs
+
+DEFAULT_CAMERA = "default"
+WARN_PERIOD_S = 5.0
+# Deep enough that a burst of clients is queued rather than dropped while one call runs.
+SERVICE_QUEUE_DEPTH = 100
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+class VlmPerceptionNode(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("vlm_perception", **kwargs)
+        for spec in PARAMS:
+            self.declare_parameter(spec.name, spec.default, spec.descriptor())
+        p = {spec.name: self.get_parameter(spec.name).value for spec in PARAMS}
+        for name, allowed in CHOICES.items():
+            if p[name] not in allowed:
+                raise BackendLoadError(f"parameter {name}='{p[name]}' is not one of {', '.join(allowed)}")
+
+        self._backend_name: str = p["backend"]
+        self._engine = PerceptionEngine(create_backend(self._backend_name, self._backend_options(p)),
+                                        self._backend_name)
+        self._threshold: float = p["threshold"]
+        self._queries: list[str] = normalize_phrases(list(p["queries"]))
+        self._max_image_age: float = p["max_image_age"]
+        self._frame = LatestFrame()
+        self._last_rejection = ""  # why the last incoming frame was dropped, for service errors
+        self._last_standing_seq = 0
+
+        image_qos = qos_profile_sensor_data if p["image_qos"] == "sensor_data" else QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        image_group = MutuallyExclusiveCallbackGroup()
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+        if p["image_transport"] == "compressed":
+            self._image_sub = self.create_subscription(
+                CompressedImage, "image/compressed", self._on_compressed, image_qos, callback_group=image_group)
+        else:
+            self._image_sub = self.create_subscription(
+                Image, "image", self._on_image, image_qos, callback_group=image_group)
+
+        self._presence_pub = self.create_publisher(ObjectPresenceArray, "~/presence", 10)
+        self._targets_pub = self.create_publisher(GraspTargetArray, "~/grasp_targets", 10)
+        self._service = self.create_service(
+            QueryScene, "~/query", self._on_query,
+            qos_profile=QoSProfile(depth=SERVICE_QUEUE_DEPTH, reliability=ReliabilityPolicy.RELIABLE),
+            callback_group=MutuallyExclusiveCallbackGroup())
+        self._timer = None
+        self._set_rate(p["rate_hz"])
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.get_logger().info(
+            f"ready: backend '{self._backend_name}', listening on {self._image_sub.topic_name}, "
+            f"service {self._service.srv_name}, standing queries {self._queries or 'none'}")
+
+    # --- configuration -------------------------------------------------------------
+
+    @staticmethod
+    def _backend_options(p: dict[str, Any]) -> dict[str, Any]:
+        options = {"model": p["model"], "model_path": p["model_path"], "device": p["device"]}
+        if p["backend_options"].strip():
+            try:
+                extra = yaml.safe_load(p["backend_options"])
+            except yaml.YAMLError as exc:
+                raise BackendLoadError(f"backend_options is not valid YAML: {exc}") from exc
+            if not isinstance(extra, dict):
+                raise BackendLoadError(
+                    f"backend_options must be a YAML mapping like '{{nms_iou: 0.5}}', got {p['backend_options']!r}")
+            options.update(extra)
+        return options
+
+    def _set_rate(self, rate_hz: float) -> None:
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = None
+        if rate_hz > 0.0:
+            self._timer = self.create_timer(1.0 / rate_hz, self._on_timer, callback_group=self._timer_group)
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        # Ranges and read-only flags are enforced by the descriptors; apply what changed.
+        for param in params:
+            if param.name == "queries":
+                self._queries = normalize_phrases(list(param.value or []))
+            elif param.name == "threshold":
+                self._threshold = float(param.value)
+            elif param.name == "max_image_age":
+                self._max_image_age = float(param.value)
+            elif param.name == "rate_hz":
+                self._set_rate(float(param.value))
+        return SetParametersResult(successful=True)
+
+    # --- images (cheap: store only) --------------------------------------------------
+
+    def _on_image(self, msg: Image) -> None:
+        try:
+            images.check_image_msg(msg)
+        except VlmPerceptionError as exc:
+            self._reject_frame(str(exc))
+            return
+        self._store(msg.header, lambda: images.image_msg_to_rgb8(msg))
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        # Decoded here, not lazily, so a corrupt frame never replaces the last good one.
+        try:
+            rgb = images.compressed_msg_to_rgb8(msg)
+        except VlmPerceptionError as exc:
+            self._reject_frame(str(exc))
+            return
+        self._store(msg.header, lambda: rgb)
+
+    def _store(self, header: Any, convert: Any) -> None:
+        self._frame.put(header, stamp_to_ns(header.stamp), self.get_clock().now().nanoseconds, convert)
+
+    def _reject_frame(self, reason: str) -> None:
+        self._last_rejection = reason
+        self.get_logger().warn(f"dropped a frame on {self._image_sub.topic_name}: {reason}",
+                               throttle_duration_sec=WARN_PERIOD_S)
+
+    # --- standing queries ------------------------------------------------------------
+
+    def _on_timer(self) -> None:
+        queries = self._queries
+        if not queries or self._frame.seq == self._last_standing_seq:
+            return
+        try:
+            frame = self._fresh_frame()
+            self._last_standing_seq = frame.seq
+            result = self._engine.evaluate(frame.rgb, queries, self._threshold)
+        except VlmPerceptionError as exc:
+            self.get_logger().warn(f"standing queries skipped: {exc}", throttle_duration_sec=WARN_PERIOD_S)
+            return
+        self._publish(frame.header, result)
+
+    def _publish(self, header: Any, result: SceneResult) -> None:
+        self._presence_pub.publish(presence_array(header, result, self._backend_name))
+        self._targets_pub.publish(target_array(header, result))
+
+    # --- the query service -----------------------------------------------------------
+
+    def _on_query(self, request: QueryScene.Request, response: QueryScene.Response) -> QueryScene.Response:
+        try:
+            self._answer(request, response)
+            response.success = True
+        except VlmPerceptionError as exc:
+            response.success = False
+            response.message = str(exc)
+            self.get_logger().warn(f"query {request.query[:80]!r} failed: {exc}")
+        return response
+
+    def _answer(self, request: QueryScene.Request, response: QueryScene.Response) -> None:
+        if request.camera not in ("", DEFAULT_CAMERA):
+            raise VlmPerceptionError(
+                f"unknown camera '{request.camera}'; this node has one camera: leave `camera` empty "
+                f"or use '{DEFAULT_CAMERA}'")
+        parsed = parse_query(request.query)
+        threshold = self._request_threshold(request.threshold)
+        header, rgb = self._request_image(request.image)
+        response.image_stamp = header.stamp
+        if parsed.open_question:
+            if not self._engine.answers_questions:
+                raise VlmPerceptionError(
+                    f"backend '{self._backend_name}' scores named objects and cannot answer "
+                    f"'{parsed.text}'; ask e.g. 'is there a cup?' or 'cup, bottle'")
+            response.answer, response.inference_ms = self._engine.answer(rgb, parsed.text)
+            return
+        result = self._engine.evaluate(rgb, parsed.phrases, threshold)
+        response.answer = result.answer
+        response.presence = presence_msgs(header, result.presence)
+        response.targets = target_msgs(header, result.targets)
+        response.inference_ms = float(result.inference_ms)
+        self._publish(header, result)
+
+    def _request_threshold(self, requested: float) -> float:
+        if requested <= 0.0:
+            return self._threshold
+        if requested > 1.0 or not np.isfinite(requested):
+            raise VlmPerceptionError(f"threshold {requested} is outside (0, 1]; use <= 0 for the node's default")
+        return float(requested)
+
+    def _request_image(self, image: Image) -> tuple[Any, np.ndarray]:
+        if len(image.data) > 0:
+            try:
+                return image.header, images.image_msg_to_rgb8(image)
+            except VlmPerceptionError as exc:
+                raise VlmPerceptionError(f"request image: {exc}") from exc
+        frame = self._fresh_frame()
+        return frame.header, frame.rgb
+
+    def _fresh_frame(self) -> Frame:
+        topic = self._image_sub.topic_name
+        try:
+            frame: Optional[Frame] = self._frame.get()
+        except VlmPerceptionError as exc:
+            raise VlmPerceptionError(f"latest frame on {topic}: {exc}") from exc
+        if frame is None:
+            why = f" (incoming frames were dropped: {self._last_rejection})" if self._last_rejection else ""
+            raise VlmPerceptionError(
+                f"no frame received on {topic} yet{why}; check the camera topic (remap `image`) "
+                f"and that image_qos matches the publisher, or send an image in the request")
+        max_age = self._max_image_age
+        if max_age > 0.0:
+            reference_ns = frame.stamp_ns or frame.received_ns
+            age = (self.get_clock().now().nanoseconds - reference_ns) / 1e9
+            if age > max_age:
+                raise VlmPerceptionError(
+                    f"latest frame on {topic} is {age:.2f} s old, over max_image_age {max_age:g} s; "
+                    "check that the camera is still publishing (for replayed bags set use_sim_time)")
+        return frame
+
+
+def main(args: Optional[list[str]] = None) -> int:
+    rclpy.init(args=args)
+    logger = rclpy.logging.get_logger("vlm_perception")
+    node = None
+    try:
+        node = VlmPerceptionNode()
+        executor = MultiThreadedExecutor(num_threads=3)
+        executor.add_node(node)
+        executor.spin()
+    except BackendLoadError as exc:
+        logger.error(f"cannot start: {exc}")
+        return 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

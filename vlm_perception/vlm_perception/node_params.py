@@ -1,0 +1,60 @@
+"""The node's parameters: names, types, defaults and descriptions in one table.
+
+README's parameter table is written from this list; keep them in step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
+from rclpy.parameter import Parameter
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    type: Parameter.Type
+    description: str
+    read_only: bool = False
+    float_range: tuple[float, float] | None = None
+
+    def descriptor(self) -> ParameterDescriptor:
+        descriptor = ParameterDescriptor(
+            name=self.name, type=self.type.value, description=self.description, read_only=self.read_only
+        )
+        if self.float_range is not None:
+            descriptor.floating_point_range = [
+                FloatingPointRange(from_value=self.float_range[0], to_value=self.float_range[1])
+            ]
+        return descriptor
+
+
+S, D, SA = Parameter.Type.STRING, Parameter.Type.DOUBLE, Parameter.Type.STRING_ARRAY
+
+PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("backend", "owlv2", S,
+              "Model family: owlv2, owlvit, or package.module:ClassName of your own backend class", True),
+    ParamSpec("model", "google/owlv2-base-patch16-ensemble", S,
+              "Hugging Face model id (needs network or a cached copy)", True),
+    ParamSpec("model_path", "", S, "Local model directory; overrides `model` when set", True),
+    ParamSpec("device", "auto", S, "auto (cuda if available, else cpu), cpu or cuda", True),
+    ParamSpec("backend_options", "", S,
+              "Extra backend keyword arguments as a YAML mapping, e.g. '{nms_iou: 0.5}'", True),
+    ParamSpec("threshold", 0.1, D, "Score at or above which an object counts as present", float_range=(0.0, 1.0)),
+    ParamSpec("queries", [], SA, "Standing object phrases evaluated at rate_hz on the latest frame"),
+    ParamSpec("rate_hz", 1.0, D, "How often standing queries run on a new frame; 0 = only on service calls",
+              float_range=(0.0, 100.0)),
+    ParamSpec("max_image_age", 2.0, D,
+              "Seconds after which the latest frame is too old to answer from; 0 disables the check",
+              float_range=(0.0, 3600.0)),
+    ParamSpec("image_qos", "sensor_data", S, "sensor_data (best effort) or reliable", True),
+    ParamSpec("image_transport", "raw", S, "raw (image) or compressed (image/compressed)", True),
+)
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "device": ("auto", "cpu", "cuda"),
+    "image_qos": ("sensor_data", "reliable"),
+    "image_transport": ("raw", "compressed"),
+}
