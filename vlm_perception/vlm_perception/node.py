@@ -29,7 +29,7 @@ from .backends import create_backend
 from .engine import PerceptionEngine, SceneResult
 from .errors import BackendLoadError, VlmPerceptionError
 from .frames import Frame, LatestFrame
-from .node_params import CHOICES, PARAMS
+from .node_params import CHOICES, PARAMS, ParamSpec
 from .queries import normalize_phrases, parse_query
 from .ros_messages import presence_array, presence_msgs, target_array, target_msgs
 
@@ -47,7 +47,7 @@ class VlmPerceptionNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("vlm_perception", **kwargs)
         for spec in PARAMS:
-            self.declare_parameter(spec.name, spec.default, spec.descriptor())
+            self._declare(spec)
         p = {spec.name: self.get_parameter(spec.name).value for spec in PARAMS}
         for name, allowed in CHOICES.items():
             if p[name] not in allowed:
@@ -85,9 +85,18 @@ class VlmPerceptionNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.get_logger().info(
             f"ready: backend '{self._backend_name}', listening on {self._image_sub.topic_name}, "
-            f"service {self._service.srv_name}, standing queries {self._queries or 'none'}")
+            f"service {self.get_fully_qualified_name()}/query, standing queries {self._queries or 'none'}")
 
     # --- configuration -------------------------------------------------------------
+
+    def _declare(self, spec: ParamSpec) -> None:
+        if spec.default == []:
+            # rclpy infers an empty list as a byte array; declare the type, then the value.
+            self.declare_parameter(spec.name, spec.type, spec.descriptor())
+            if self.get_parameter_or(spec.name, None).type_ == Parameter.Type.NOT_SET:
+                self.set_parameters([Parameter(spec.name, spec.type, [])])
+        else:
+            self.declare_parameter(spec.name, spec.default, spec.descriptor())
 
     @staticmethod
     def _backend_options(p: dict[str, Any]) -> dict[str, Any]:
