@@ -6,10 +6,15 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
 import yaml
+from sensor_msgs.msg import Image
+
+from vlm_perception.images import encode_image_fields
 
 TEST_DIR = Path(__file__).resolve().parent
 
@@ -145,7 +150,9 @@ class TestClient:
 
     def query(self, query: str, timeout: float = 30.0, **fields: Any) -> Any:
         future = self.query_async(query, **fields)
-        if not wait_until(future.done, timeout):
+        answered = threading.Event()
+        future.add_done_callback(lambda _: answered.set())
+        if not answered.wait(timeout):
             raise TimeoutError(f"no answer to {query!r} within {timeout} s")
         return future.result()
 
@@ -167,3 +174,39 @@ class TestClient:
     def close(self) -> None:
         self._executor.shutdown()
         self.node.destroy_node()
+
+
+def now_stamp(client: TestClient):
+    return client.node.get_clock().now().to_msg()
+
+
+def publish_frame(client: TestClient, rgb: np.ndarray, frame_id: str = "camera_optical") -> Image:
+    msg = Image(**encode_image_fields(rgb, "rgb8"))
+    msg.header.frame_id = frame_id
+    msg.header.stamp = now_stamp(client)
+    client.image_pub.publish(msg)
+    return msg
+
+
+def wait_answerable(client: TestClient, rgb: np.ndarray) -> Image:
+    """Publish frames until the node has one (best-effort QoS may lose the very first)."""
+    for _ in range(50):
+        msg = publish_frame(client, rgb)
+        time.sleep(0.1)
+        response = client.query("apple")
+        if response.success and response.image_stamp == msg.header.stamp:
+            return msg
+    raise AssertionError("node never answered from a published frame")
+
+
+def start(params: dict, **client_kwargs: Any) -> tuple[NodeProcess, TestClient]:
+    """The node process and a connected test client; fails with the node's output if it never serves."""
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    node = NodeProcess(namespace, params)
+    client = TestClient(node.prefix, **client_kwargs)
+    if not wait_until(lambda: node.process.poll() is not None or client.wait_for_service(0.2), 60.0) \
+            or node.process.poll() is not None:
+        client.close()
+        node.stop()
+        raise AssertionError(f"service never came up; node output:\n{node.output}")
+    return node, client

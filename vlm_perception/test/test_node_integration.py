@@ -12,12 +12,11 @@ import uuid
 import numpy as np
 import pytest
 from plugin_backends import ABSENT_SCORE, FOUND_SCORE, paint
-from ros_harness import NodeProcess, TestClient, stamp, wait_until
+from ros_harness import NodeProcess, now_stamp, publish_frame, start, stamp, wait_answerable, wait_until
+
+from sensor_msgs.msg import CompressedImage, Image
 
 from vlm_perception.images import encode_compressed, encode_image_fields
-
-rclpy = pytest.importorskip("rclpy")
-from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 pytestmark = pytest.mark.integration
 COLOR = "plugin_backends:ColorBackend"
@@ -29,52 +28,10 @@ def scene(width: int = 320, height: int = 240) -> np.ndarray:
     return paint(image, "apple", APPLE_BOX)
 
 
-def now_stamp(client: TestClient):
-    return client.node.get_clock().now().to_msg()
-
-
-def publish_frame(client: TestClient, rgb: np.ndarray, frame_id: str = "camera_optical") -> Image:
-    msg = Image(**encode_image_fields(rgb, "rgb8"))
-    msg.header.frame_id = frame_id
-    msg.header.stamp = now_stamp(client)
-    client.image_pub.publish(msg)
-    return msg
-
-
-def wait_answerable(client: TestClient, rgb: np.ndarray) -> Image:
-    """Publish frames until the node has one (best-effort QoS may lose the very first)."""
-    for _ in range(50):
-        msg = publish_frame(client, rgb)
-        time.sleep(0.1)
-        response = client.query("apple")
-        if response.success and response.image_stamp == msg.header.stamp:
-            return msg
-    raise AssertionError("node never answered from a published frame")
-
-
-@pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
-
-
-def start(ros, params: dict, **client_kwargs) -> tuple[NodeProcess, TestClient]:
-    namespace = f"t{uuid.uuid4().hex[:8]}"
-    node = NodeProcess(namespace, params)
-    client = TestClient(node.prefix, **client_kwargs)
-    if not wait_until(lambda: node.process.poll() is not None or client.wait_for_service(0.2), 60.0) \
-            or node.process.poll() is not None:
-        client.close()
-        node.stop()
-        raise AssertionError(f"service never came up; node output:\n{node.output}")
-    return node, client
-
-
 @pytest.fixture(scope="module")
 def color_node(ros):
-    node, client = start(ros, {"backend": COLOR, "queries": ["apple", "banana"], "rate_hz": 5.0,
-                               "max_image_age": 5.0})
+    node, client = start({"backend": COLOR, "queries": ["apple", "banana"], "rate_hz": 5.0,
+                          "max_image_age": 5.0})
     yield node, client
     client.close()
     node.stop()
@@ -223,7 +180,7 @@ def test_stale_frame_is_refused_then_fresh_one_answers(color_node):
 
 
 def test_frames_with_bad_encoding_are_dropped_with_a_reason(ros):
-    node, client = start(ros, {"backend": COLOR, "rate_hz": 0.0})
+    node, client = start({"backend": COLOR, "rate_hz": 0.0})
     try:
         assert "no frame received" in client.query("apple").message
         client.wait_for_subscriber()
@@ -240,7 +197,7 @@ def test_frames_with_bad_encoding_are_dropped_with_a_reason(ros):
 
 
 def test_compressed_transport_drops_corrupt_frames(ros):
-    node, client = start(ros, {"backend": COLOR, "rate_hz": 0.0, "image_transport": "compressed"})
+    node, client = start({"backend": COLOR, "rate_hz": 0.0, "image_transport": "compressed"})
     try:
         client.wait_for_subscriber()
         good = CompressedImage(format="png", data=encode_compressed(scene(), "png"))
@@ -263,7 +220,7 @@ def test_compressed_transport_drops_corrupt_frames(ros):
 
 
 def test_slow_calls_do_not_block_frames_and_concurrent_calls_are_answered(ros):
-    node, client = start(ros, {"backend": COLOR, "rate_hz": 0.0, "max_image_age": 30.0,
+    node, client = start({"backend": COLOR, "rate_hz": 0.0, "max_image_age": 30.0,
                                "backend_options": "{delay_s: 2.0}"})
     try:
         wait_answerable(client, scene())
@@ -283,7 +240,7 @@ def test_slow_calls_do_not_block_frames_and_concurrent_calls_are_answered(ros):
 
 
 def test_flood_of_hd_frames_while_answering(ros):
-    node, client = start(ros, {"backend": COLOR, "rate_hz": 10.0, "queries": ["apple"],
+    node, client = start({"backend": COLOR, "rate_hz": 10.0, "queries": ["apple"],
                                "max_image_age": 5.0})
     try:
         wait_answerable(client, scene())

@@ -8,6 +8,7 @@ in the service's queue and are all answered.
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, Optional
 
@@ -29,6 +30,7 @@ from .backends import create_backend
 from .engine import PerceptionEngine, SceneResult
 from .errors import BackendLoadError, VlmPerceptionError
 from .frames import Frame, LatestFrame
+from .malloc_tuning import keep_frame_buffers_in_heap
 from .node_params import CHOICES, PARAMS, ParamSpec
 from .queries import normalize_phrases, parse_query
 from .ros_messages import presence_array, presence_msgs, target_array, target_msgs
@@ -252,6 +254,10 @@ class VlmPerceptionNode(Node):
 
 
 def main(args: Optional[list[str]] = None) -> int:
+    # Idle OpenMP workers of a CPU model would otherwise spin for milliseconds after
+    # every inference, taking the cores DDS and the camera driver need (set before torch loads).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    keep_frame_buffers_in_heap()
     rclpy.init(args=args)
     logger = rclpy.logging.get_logger("vlm_perception")
     node = None

@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny random OWL model directories, built once per test session, offline."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Nothing in the tests may reach a model hub; set before transformers reads it.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from tiny_models import save_tiny_owl  # noqa: E402  (after the offline switch)
+
+
+@pytest.fixture(scope="session")
+def tiny_owl_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny OWLv2 model directory for `model_path`."""
+    return save_tiny_owl(tmp_path_factory.mktemp("tiny-owlv2"), "owlv2")
+
+
+@pytest.fixture(scope="session")
+def tiny_owlvit_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny OWL-ViT model directory for `model_path`."""
+    return save_tiny_owl(tmp_path_factory.mktemp("tiny-owlvit"), "owlvit")
+
+
+@pytest.fixture(scope="session")
+def ros():
+    """rclpy initialised for the session's test clients (integration tests)."""
+    import rclpy
+
+    rclpy.init()
+    yield
+    rclpy.shutdown()
