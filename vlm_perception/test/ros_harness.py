@@ -112,7 +112,7 @@ class TestClient:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, node_prefix: str, image_qos: str = "sensor_data") -> None:
+    def __init__(self, node_prefix: str, image_qos: str = "sensor_data", subscribe_outputs: bool = True) -> None:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import qos_profile_sensor_data
@@ -127,8 +127,9 @@ class TestClient:
         self.compressed_pub = self.node.create_publisher(CompressedImage, "image/compressed", qos)
         self.presence: list[ObjectPresenceArray] = []
         self.targets: list[GraspTargetArray] = []
-        self.node.create_subscription(ObjectPresenceArray, f"{node_prefix}/presence", self.presence.append, 10)
-        self.node.create_subscription(GraspTargetArray, f"{node_prefix}/grasp_targets", self.targets.append, 10)
+        if subscribe_outputs:
+            self.node.create_subscription(ObjectPresenceArray, f"{node_prefix}/presence", self.presence.append, 10)
+            self.node.create_subscription(GraspTargetArray, f"{node_prefix}/grasp_targets", self.targets.append, 10)
         self.query_client = self.node.create_client(QueryScene, f"{node_prefix}/query")
         self.node_prefix = node_prefix
         self._executor = SingleThreadedExecutor()
@@ -142,6 +143,18 @@ class TestClient:
     def wait_for_subscriber(self, timeout: float = 10.0) -> bool:
         return wait_until(lambda: self.image_pub.get_subscription_count() > 0
                           or self.compressed_pub.get_subscription_count() > 0, timeout)
+
+    def handshake(self, timeout: float = 60.0) -> None:
+        """Wait until a call gets an answer: right after discovery, DDS may drop the first
+        response while the server's response writer has not yet matched our reader."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.query("", timeout=2.0)  # an empty query is refused at once, no inference
+                return
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
 
     def query_async(self, query: str, **fields: Any) -> Any:
         from vlm_perception_msgs.srv import QueryScene
@@ -209,4 +222,5 @@ def start(params: dict, **client_kwargs: Any) -> tuple[NodeProcess, TestClient]:
         client.close()
         node.stop()
         raise AssertionError(f"service never came up; node output:\n{node.output}")
+    client.handshake()
     return node, client

@@ -33,7 +33,7 @@ from .frames import Frame, LatestFrame
 from .malloc_tuning import keep_frame_buffers_in_heap
 from .node_params import CHOICES, PARAMS, ParamSpec
 from .queries import normalize_phrases, parse_query
-from .ros_messages import presence_array, presence_msgs, target_array, target_msgs
+from .ros_messages import scene_msgs
 
 DEFAULT_CAMERA = "default"
 WARN_PERIOD_S = 5.0
@@ -176,9 +176,11 @@ class VlmPerceptionNode(Node):
             return
         self._publish(frame.header, result)
 
-    def _publish(self, header: Any, result: SceneResult) -> None:
-        self._presence_pub.publish(presence_array(header, result, self._backend_name))
-        self._targets_pub.publish(target_array(header, result))
+    def _publish(self, header: Any, result: SceneResult) -> tuple[ObjectPresenceArray, GraspTargetArray]:
+        presence, targets = scene_msgs(header, result, self._backend_name)
+        self._presence_pub.publish(presence)
+        self._targets_pub.publish(targets)
+        return presence, targets
 
     # --- the query service -----------------------------------------------------------
 
@@ -209,11 +211,11 @@ class VlmPerceptionNode(Node):
             response.answer, response.inference_ms = self._engine.answer(rgb, parsed.text)
             return
         result = self._engine.evaluate(rgb, parsed.phrases, threshold)
+        presence, targets = self._publish(header, result)
         response.answer = result.answer
-        response.presence = presence_msgs(header, result.presence)
-        response.targets = target_msgs(header, result.targets)
+        response.presence = presence.results
+        response.targets = targets.targets
         response.inference_ms = float(result.inference_ms)
-        self._publish(header, result)
 
     def _request_threshold(self, requested: float) -> float:
         if requested <= 0.0:

@@ -45,14 +45,12 @@ def target_msgs(header: Any, targets: Sequence[Target2D]) -> list[GraspTarget]:
     return msgs
 
 
-def presence_array(header: Any, result: SceneResult, backend: str) -> ObjectPresenceArray:
-    return ObjectPresenceArray(
+def scene_msgs(header: Any, result: SceneResult, backend: str) -> tuple[ObjectPresenceArray, GraspTargetArray]:
+    """The two output messages of one evaluation; the service response reuses their contents."""
+    presence = ObjectPresenceArray(
         header=header,
         results=presence_msgs(header, result.presence),
         backend=backend,
         inference_ms=float(result.inference_ms),
     )
-
-
-def target_array(header: Any, result: SceneResult) -> GraspTargetArray:
-    return GraspTargetArray(header=header, targets=target_msgs(header, result.targets))
+    return presence, GraspTargetArray(header=header, targets=target_msgs(header, result.targets))
