@@ -11,8 +11,18 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
+import rclpy
 import yaml
-from sensor_msgs.msg import Image
+from ament_index_python.packages import get_package_prefix
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import PoseArray, PoseStamped
+from rcl_interfaces.srv import SetParameters
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from vlm_perception_msgs.msg import GraspTargetArray, ObjectPresenceArray
+from vlm_perception_msgs.srv import QueryScene
 
 from vlm_perception.images import encode_image_fields
 
@@ -29,8 +39,6 @@ NODE_NAME = "vlm_perception"
 
 
 def node_executable() -> str:
-    from ament_index_python.packages import get_package_prefix
-
     return str(Path(get_package_prefix("vlm_perception")) / "lib" / "vlm_perception" / "vlm_perception_node")
 
 
@@ -102,8 +110,6 @@ def wait_until(condition: Callable[[], bool], timeout: float, period: float = 0.
 
 
 def stamp(sec: int, nanosec: int = 0) -> Any:
-    from builtin_interfaces.msg import Time
-
     return Time(sec=sec, nanosec=nanosec)
 
 
@@ -113,23 +119,22 @@ class TestClient:
     __test__ = False  # not a pytest class
 
     def __init__(self, node_prefix: str, image_qos: str = "sensor_data", subscribe_outputs: bool = True) -> None:
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import qos_profile_sensor_data
-        from sensor_msgs.msg import CompressedImage, Image
-        from vlm_perception_msgs.msg import GraspTargetArray, ObjectPresenceArray
-        from vlm_perception_msgs.srv import QueryScene
-
         namespace = node_prefix.rsplit("/", 1)[0]
         self.node = rclpy.create_node(f"test_client_{os.getpid()}_{id(self)}", namespace=namespace)
         qos = qos_profile_sensor_data if image_qos == "sensor_data" else 10
         self.image_pub = self.node.create_publisher(Image, "image", qos)
         self.compressed_pub = self.node.create_publisher(CompressedImage, "image/compressed", qos)
+        self.depth_pub = self.node.create_publisher(Image, "depth", qos)
+        self.info_pub = self.node.create_publisher(CameraInfo, "camera_info", qos)
         self.presence: list[ObjectPresenceArray] = []
         self.targets: list[GraspTargetArray] = []
+        self.pose: list[PoseStamped] = []
+        self.poses: list[PoseArray] = []
         if subscribe_outputs:
             self.node.create_subscription(ObjectPresenceArray, f"{node_prefix}/presence", self.presence.append, 10)
             self.node.create_subscription(GraspTargetArray, f"{node_prefix}/grasp_targets", self.targets.append, 10)
+            self.node.create_subscription(PoseStamped, f"{node_prefix}/grasp_pose", self.pose.append, 10)
+            self.node.create_subscription(PoseArray, f"{node_prefix}/grasp_poses", self.poses.append, 10)
         self.query_client = self.node.create_client(QueryScene, f"{node_prefix}/query")
         self.node_prefix = node_prefix
         self._executor = SingleThreadedExecutor()
@@ -157,8 +162,6 @@ class TestClient:
                     raise
 
     def query_async(self, query: str, **fields: Any) -> Any:
-        from vlm_perception_msgs.srv import QueryScene
-
         return self.query_client.call_async(QueryScene.Request(query=query, **fields))
 
     def query(self, query: str, timeout: float = 30.0, **fields: Any) -> Any:
@@ -170,9 +173,6 @@ class TestClient:
         return future.result()
 
     def set_parameters(self, **values: Any) -> list[Any]:
-        from rcl_interfaces.srv import SetParameters
-        from rclpy.parameter import Parameter
-
         client = self.node.create_client(SetParameters, f"{self.node_prefix}/set_parameters")
         try:
             assert client.wait_for_service(timeout_sec=10.0)

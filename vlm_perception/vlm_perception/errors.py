@@ -19,3 +19,11 @@ class BackendError(VlmPerceptionError):
 
 class BackendLoadError(VlmPerceptionError):
     """A backend or model that could not be constructed or loaded."""
+
+
+class GraspError(VlmPerceptionError):
+    """Depth or camera intrinsics that a grasp cannot be computed from."""
+
+
+class ConfigurationError(VlmPerceptionError):
+    """A parameter value the node cannot start with."""

@@ -8,6 +8,7 @@ backend's per-frame feature cache).
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -58,3 +59,30 @@ class LatestFrame:
                 rgb.flags.writeable = False
                 self._converted = Frame(seq, header, stamp_ns, received_ns, rgb)
             return self._converted
+
+
+@dataclass(frozen=True)
+class StampedMsg:
+    stamp_ns: int
+    msg: Any
+
+
+class StampedBuffer:
+    """The last few messages of a topic, to pair with a color frame by time; thread-safe."""
+
+    def __init__(self, capacity: int = 30) -> None:
+        self._items: deque[StampedMsg] = deque(maxlen=capacity)
+        self._lock = threading.Lock()
+
+    def put(self, stamp_ns: int, msg: Any) -> None:
+        with self._lock:
+            self._items.append(StampedMsg(stamp_ns, msg))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def closest(self, stamp_ns: int) -> Optional[StampedMsg]:
+        """The message stamped closest to `stamp_ns`; None when empty."""
+        with self._lock:
+            return min(self._items, key=lambda item: abs(item.stamp_ns - stamp_ns), default=None)

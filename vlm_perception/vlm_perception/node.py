@@ -21,19 +21,23 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image
+from geometry_msgs.msg import PoseArray, PoseStamped
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from vlm_perception_msgs.msg import GraspTargetArray, ObjectPresenceArray
 from vlm_perception_msgs.srv import QueryScene
 
 from . import images
 from .backends import create_backend
+from .depth_grasps import DepthGrasper
 from .engine import PerceptionEngine, SceneResult
-from .errors import BackendLoadError, VlmPerceptionError
+from .errors import BackendLoadError, ConfigurationError, VlmPerceptionError
 from .frames import Frame, LatestFrame
 from .malloc_tuning import keep_frame_buffers_in_heap
 from .node_params import CHOICES, PARAMS, ParamSpec
 from .queries import normalize_phrases, parse_query
-from .ros_messages import scene_msgs
+from .grasping import no_pose
+from .ros_messages import pose_outputs, scene_msgs
+from .target_frame import TargetFrameTransformer
 
 DEFAULT_CAMERA = "default"
 WARN_PERIOD_S = 5.0
@@ -53,7 +57,7 @@ class VlmPerceptionNode(Node):
         p = {spec.name: self.get_parameter(spec.name).value for spec in PARAMS}
         for name, allowed in CHOICES.items():
             if p[name] not in allowed:
-                raise BackendLoadError(f"parameter {name}='{p[name]}' is not one of {', '.join(allowed)}")
+                raise ConfigurationError(f"parameter {name}='{p[name]}' is not one of {', '.join(allowed)}")
 
         self._backend_name: str = p["backend"]
         self._engine = PerceptionEngine(create_backend(self._backend_name, self._backend_options(p)),
@@ -61,6 +65,7 @@ class VlmPerceptionNode(Node):
         self._threshold: float = p["threshold"]
         self._queries: list[str] = normalize_phrases(list(p["queries"]))
         self._max_image_age: float = p["max_image_age"]
+        self._grasp_settings = {name: p[name] for name in ("sync_slop", "depth_scale", "grasp_margin")}
         self._frame = LatestFrame()
         self._last_rejection = ""  # why the last incoming frame was dropped, for service errors
         self._last_standing_seq = 0
@@ -76,8 +81,20 @@ class VlmPerceptionNode(Node):
             self._image_sub = self.create_subscription(
                 Image, "image", self._on_image, image_qos, callback_group=image_group)
 
+        depth_sub = self.create_subscription(Image, "depth", self._on_depth, image_qos, callback_group=image_group)
+        info_sub = self.create_subscription(
+            CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data, callback_group=image_group)
+        self._grasper = DepthGrasper(depth_sub.topic_name, info_sub.topic_name)
+
         self._presence_pub = self.create_publisher(ObjectPresenceArray, "~/presence", 10)
         self._targets_pub = self.create_publisher(GraspTargetArray, "~/grasp_targets", 10)
+        self._poses_pub = self.create_publisher(PoseArray, "~/grasp_poses", 10)
+        self._pose_pub = self.create_publisher(PoseStamped, "~/grasp_pose", 10)
+        self._to_target = None
+        if p["target_frame"]:
+            self._to_target = TargetFrameTransformer(self, p["target_frame"])
+            self._target_poses_pub = self.create_publisher(PoseArray, "~/grasp_poses_in_target", 10)
+            self._target_pose_pub = self.create_publisher(PoseStamped, "~/grasp_pose_in_target", 10)
         self._service = self.create_service(
             QueryScene, "~/query", self._on_query,
             qos_profile=QoSProfile(depth=SERVICE_QUEUE_DEPTH, reliability=ReliabilityPolicy.RELIABLE),
@@ -107,9 +124,9 @@ class VlmPerceptionNode(Node):
             try:
                 extra = yaml.safe_load(p["backend_options"])
             except yaml.YAMLError as exc:
-                raise BackendLoadError(f"backend_options is not valid YAML: {exc}") from exc
+                raise ConfigurationError(f"backend_options is not valid YAML: {exc}") from exc
             if not isinstance(extra, dict):
-                raise BackendLoadError(
+                raise ConfigurationError(
                     f"backend_options must be a YAML mapping like '{{nms_iou: 0.5}}', got {p['backend_options']!r}")
             options.update(extra)
         return options
@@ -132,6 +149,8 @@ class VlmPerceptionNode(Node):
                 self._max_image_age = float(param.value)
             elif param.name == "rate_hz":
                 self._set_rate(float(param.value))
+            elif param.name in self._grasp_settings:
+                self._grasp_settings = dict(self._grasp_settings, **{param.name: float(param.value)})
         return SetParametersResult(successful=True)
 
     # --- images (cheap: store only) --------------------------------------------------
@@ -156,6 +175,20 @@ class VlmPerceptionNode(Node):
     def _store(self, header: Any, convert: Any) -> None:
         self._frame.put(header, stamp_to_ns(header.stamp), self.get_clock().now().nanoseconds, convert)
 
+    def _on_depth(self, msg: Image) -> None:
+        try:
+            self._grasper.put_depth(stamp_to_ns(msg.header.stamp), msg)
+        except VlmPerceptionError as exc:
+            self.get_logger().warn(f"dropped a depth frame on {self._grasper.depth_topic}: {exc}",
+                                   throttle_duration_sec=WARN_PERIOD_S)
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        try:
+            self._grasper.put_camera_info(msg)
+        except VlmPerceptionError as exc:
+            self.get_logger().warn(f"ignored camera_info on {self._grasper.info_topic}: {exc}",
+                                   throttle_duration_sec=WARN_PERIOD_S)
+
     def _reject_frame(self, reason: str) -> None:
         self._last_rejection = reason
         self.get_logger().warn(f"dropped a frame on {self._image_sub.topic_name}: {reason}",
@@ -170,17 +203,40 @@ class VlmPerceptionNode(Node):
         try:
             frame = self._fresh_frame()
             self._last_standing_seq = frame.seq
-            result = self._engine.evaluate(frame.rgb, queries, self._threshold)
+            self._evaluate(frame.header, frame.rgb, queries, self._threshold, want_grasps=True)
         except VlmPerceptionError as exc:
             self.get_logger().warn(f"standing queries skipped: {exc}", throttle_duration_sec=WARN_PERIOD_S)
-            return
-        self._publish(frame.header, result)
 
-    def _publish(self, header: Any, result: SceneResult) -> tuple[ObjectPresenceArray, GraspTargetArray]:
-        presence, targets = scene_msgs(header, result, self._backend_name)
+    def _evaluate(self, header: Any, rgb: np.ndarray, phrases: list[str], threshold: float,
+                  want_grasps: bool) -> tuple[SceneResult, ObjectPresenceArray, GraspTargetArray]:
+        """Run the backend, add 3D grasps, publish every output; returns what was published."""
+        result = self._engine.evaluate(rgb, phrases, threshold)
+        if want_grasps:
+            settings = self._grasp_settings
+            grasps = self._grasper.grasps(
+                stamp_to_ns(header.stamp), rgb.shape[:2], [t.box for t in result.targets],
+                settings["sync_slop"], settings["depth_scale"], settings["grasp_margin"])
+        else:
+            grasps = [no_pose("3D pose not requested (want_grasps is false)")] * len(result.targets)
+        presence, targets = scene_msgs(header, result, grasps, self._backend_name)
         self._presence_pub.publish(presence)
         self._targets_pub.publish(targets)
-        return presence, targets
+        poses = pose_outputs(targets)
+        if poses is not None:
+            self._poses_pub.publish(poses[0])
+            self._pose_pub.publish(poses[1])
+            if self._to_target is not None:
+                self._publish_in_target_frame(poses[0])
+        return result, presence, targets
+
+    def _publish_in_target_frame(self, poses: PoseArray) -> None:
+        try:
+            moved = self._to_target.transform(poses)
+        except VlmPerceptionError as exc:
+            self.get_logger().warn(str(exc), throttle_duration_sec=WARN_PERIOD_S)
+            return
+        self._target_poses_pub.publish(moved)
+        self._target_pose_pub.publish(PoseStamped(header=moved.header, pose=moved.poses[0]))
 
     # --- the query service -----------------------------------------------------------
 
@@ -210,8 +266,7 @@ class VlmPerceptionNode(Node):
                     f"'{parsed.text}'; ask e.g. 'is there a cup?' or 'cup, bottle'")
             response.answer, response.inference_ms = self._engine.answer(rgb, parsed.text)
             return
-        result = self._engine.evaluate(rgb, parsed.phrases, threshold)
-        presence, targets = self._publish(header, result)
+        result, presence, targets = self._evaluate(header, rgb, parsed.phrases, threshold, request.want_grasps)
         response.answer = result.answer
         response.presence = presence.results
         response.targets = targets.targets
@@ -268,7 +323,7 @@ def main(args: Optional[list[str]] = None) -> int:
         executor = MultiThreadedExecutor(num_threads=3)
         executor.add_node(node)
         executor.spin()
-    except BackendLoadError as exc:
+    except (BackendLoadError, ConfigurationError) as exc:
         logger.error(f"cannot start: {exc}")
         return 1
     except (KeyboardInterrupt, ExternalShutdownException):

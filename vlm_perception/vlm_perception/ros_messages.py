@@ -1,15 +1,14 @@
 """Core results (dataclasses) -> vlm_perception_msgs messages."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
+
+from geometry_msgs.msg import Point, Pose, PoseArray, PoseStamped, Quaternion
 
 from vlm_perception_msgs.msg import GraspTarget, GraspTargetArray, ObjectPresence, ObjectPresenceArray
 
 from .engine import Presence, SceneResult, Target2D
-
-# 3D poses come from depth and camera intrinsics; until that is wired in, say why there is none.
-POSE_STATUS_2D_ONLY = "2D only: 3D grasp poses from depth are not computed by this version"
-
+from .grasping import Grasp
 
 def presence_msgs(header: Any, presence: Sequence[Presence]) -> list[ObjectPresence]:
     return [
@@ -25,27 +24,37 @@ def presence_msgs(header: Any, presence: Sequence[Presence]) -> list[ObjectPrese
     ]
 
 
-def target_msgs(header: Any, targets: Sequence[Target2D]) -> list[GraspTarget]:
+def pose_msg(grasp: Grasp) -> Pose:
+    (x, y, z), (qx, qy, qz, qw) = grasp.position, grasp.orientation
+    return Pose(position=Point(x=float(x), y=float(y), z=float(z)),
+                orientation=Quaternion(x=float(qx), y=float(qy), z=float(qz), w=float(qw)))
+
+
+def target_msgs(header: Any, targets: Sequence[Target2D], grasps: Sequence[Grasp]) -> list[GraspTarget]:
+    """One GraspTarget per 2D target, with the 3D grasp computed for it (or why there is none)."""
     msgs = []
-    for t in targets:
-        (center_u, center_v), (width_px, height_px) = t.center, t.size
-        msgs.append(
-            GraspTarget(
-                header=header,
-                query=t.query,
-                score=float(t.score),
-                center_u=float(center_u),
-                center_v=float(center_v),
-                width_px=float(width_px),
-                height_px=float(height_px),
-                has_pose=False,
-                pose_status=POSE_STATUS_2D_ONLY,
-            )
+    for target, grasp in zip(targets, grasps):
+        (center_u, center_v), (width_px, height_px) = target.center, target.size
+        msg = GraspTarget(
+            header=header,
+            query=target.query,
+            score=float(target.score),
+            center_u=float(center_u),
+            center_v=float(center_v),
+            width_px=float(width_px),
+            height_px=float(height_px),
+            has_pose=grasp.has_pose,
+            grasp_width=float(grasp.grasp_width),
+            pose_status=grasp.status,
         )
+        if grasp.has_pose:
+            msg.pose = pose_msg(grasp)
+        msgs.append(msg)
     return msgs
 
 
-def scene_msgs(header: Any, result: SceneResult, backend: str) -> tuple[ObjectPresenceArray, GraspTargetArray]:
+def scene_msgs(header: Any, result: SceneResult, grasps: Sequence[Grasp],
+               backend: str) -> tuple[ObjectPresenceArray, GraspTargetArray]:
     """The two output messages of one evaluation; the service response reuses their contents."""
     presence = ObjectPresenceArray(
         header=header,
@@ -53,4 +62,12 @@ def scene_msgs(header: Any, result: SceneResult, backend: str) -> tuple[ObjectPr
         backend=backend,
         inference_ms=float(result.inference_ms),
     )
-    return presence, GraspTargetArray(header=header, targets=target_msgs(header, result.targets))
+    return presence, GraspTargetArray(header=header, targets=target_msgs(header, result.targets, grasps))
+
+
+def pose_outputs(targets: GraspTargetArray) -> Optional[tuple[PoseArray, PoseStamped]]:
+    """All poses (best first) and the best one, for MoveIt-side consumers; None without any pose."""
+    poses = [t.pose for t in targets.targets if t.has_pose]
+    if not poses:
+        return None
+    return (PoseArray(header=targets.header, poses=poses), PoseStamped(header=targets.header, pose=poses[0]))

@@ -1,0 +1,162 @@
+"""3D grasp poses through the real node over DDS: color + depth + CameraInfo in, poses out.
+
+The scene: a table facing the camera at 0.8 m with an 8x5 cm block (top at
+0.77 m) seen as a red "apple" by the deterministic plugin backend.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import time
+import uuid
+
+import numpy as np
+import pytest
+from plugin_backends import paint
+from ros_harness import NodeProcess, now_stamp, start, wait_until
+from sensor_msgs.msg import CameraInfo, Image
+
+from vlm_perception.images import encode_image_fields
+
+pytestmark = pytest.mark.integration
+WIDTH, HEIGHT, F, CX, CY = 640, 480, 600.0, 319.5, 239.5
+BOX = (280, 200, 360, 250)  # x0, y0, x1, y1: 80 x 50 px
+TABLE_M, TOP_M, MARGIN = 0.8, 0.77, 0.01
+
+
+def color_and_depth(depth_scale_mm: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    rgb = paint(np.full((HEIGHT, WIDTH, 3), 90, np.uint8), "apple", BOX)
+    depth = np.full((HEIGHT, WIDTH), TABLE_M, np.float32)
+    x0, y0, x1, y1 = BOX
+    depth[y0:y1, x0:x1] = TOP_M
+    return rgb, (depth * 1000).round().astype(np.uint16) if depth_scale_mm else depth
+
+
+def camera_info(fx: float = F) -> CameraInfo:
+    return CameraInfo(width=WIDTH, height=HEIGHT, k=[fx, 0.0, CX, 0.0, F, CY, 0.0, 0.0, 1.0],
+                      header=Image().header)
+
+
+def publish_scene(client, depth_encoding: str = "16UC1", info: CameraInfo | None = None, depth: bool = True):
+    rgb, depth_image = color_and_depth(depth_encoding == "16UC1")
+    stamp = now_stamp(client)
+    color = Image(**encode_image_fields(rgb, "rgb8"))
+    color.header.stamp, color.header.frame_id = stamp, "camera_color_optical_frame"
+    if info is not None:
+        info.header = color.header
+        client.info_pub.publish(info)
+    if depth:
+        depth_msg = Image(**encode_image_fields(depth_image, depth_encoding))
+        depth_msg.header = color.header
+        client.depth_pub.publish(depth_msg)
+    client.image_pub.publish(color)
+    return color
+
+
+def query_fresh(client, color, **fields):
+    """Ask until the node answers from `color` (best-effort frames may need a repeat)."""
+    for _ in range(30):
+        response = client.query("pick the apple", **fields)
+        if response.success and response.image_stamp == color.header.stamp:
+            return response
+        time.sleep(0.1)
+    raise AssertionError(f"no answer from the published frame: {response.message}")
+
+
+@pytest.fixture(scope="module")
+def grasp_node(ros):
+    node, client = start({"backend": "plugin_backends:ColorBackend", "rate_hz": 0.0, "max_image_age": 5.0,
+                          "grasp_margin": MARGIN})
+    client.wait_for_subscriber()
+    yield node, client
+    client.close()
+    node.stop()
+
+
+def test_want_grasps_gives_pose_in_camera_frame_and_publishes_it(grasp_node):
+    _, client = grasp_node
+    color = publish_scene(client, info=camera_info())
+    response = query_fresh(client, color, want_grasps=True)
+    [target] = response.targets
+    assert target.has_pose and target.pose_status == "", target.pose_status
+    x0, y0, x1, y1 = BOX
+    u, v = (x0 + x1) / 2 - 0.5, (y0 + y1) / 2 - 0.5  # box centre in K's pixel-centre coordinates
+    expected = ((u - CX) * TOP_M / F, (v - CY) * TOP_M / F, TOP_M)
+    p = target.pose.position
+    assert math.dist((p.x, p.y, p.z), expected) < 0.005
+    q = target.pose.orientation
+    # z axis of the pose = third column of its rotation matrix: along the optical axis, into the table.
+    approach = (2 * (q.x * q.z + q.w * q.y), 2 * (q.y * q.z - q.w * q.x), 1 - 2 * (q.x ** 2 + q.y ** 2))
+    assert math.degrees(math.acos(min(1.0, approach[2]))) < 2.0
+    # The block is 80 x 50 px: the gripper closes across the 50 px (vertical) side.
+    closing = (1 - 2 * (q.y ** 2 + q.z ** 2), 2 * (q.x * q.y + q.w * q.z), 2 * (q.x * q.z - q.w * q.y))
+    assert abs(closing[1]) > math.cos(math.radians(3))
+    assert target.grasp_width == pytest.approx((y1 - y0) * TOP_M / F + MARGIN, abs=0.005)
+    assert wait_until(lambda: any(m.header == color.header for m in client.pose), 5.0)
+    [pose] = [m for m in client.pose if m.header == color.header]
+    assert pose.header.frame_id == "camera_color_optical_frame"
+    assert math.dist((pose.pose.position.x, pose.pose.position.y, pose.pose.position.z), expected) < 0.005
+    assert wait_until(lambda: any(m.header == color.header and len(m.poses) == 1 for m in client.poses), 5.0)
+
+
+def test_metres_and_millimetres_depth_give_the_same_pose(grasp_node):
+    _, client = grasp_node
+    positions = []
+    for encoding in ("16UC1", "32FC1"):
+        color = publish_scene(client, depth_encoding=encoding, info=camera_info())
+        target = query_fresh(client, color, want_grasps=True).targets[0]
+        assert target.has_pose, target.pose_status
+        positions.append((target.pose.position.x, target.pose.position.y, target.pose.position.z))
+    assert math.dist(*positions) < 0.002
+
+
+def test_without_want_grasps_the_3d_work_is_skipped(grasp_node):
+    _, client = grasp_node
+    color = publish_scene(client, info=camera_info())
+    target = query_fresh(client, color, want_grasps=False).targets[0]
+    assert not target.has_pose and "want_grasps" in target.pose_status
+
+
+def test_depth_out_of_sync_is_named(grasp_node):
+    _, client = grasp_node
+    publish_scene(client, info=camera_info())
+    time.sleep(0.3)
+    color = publish_scene(client, depth=False)  # newer color frame, no depth near it
+    target = query_fresh(client, color, want_grasps=True).targets[0]
+    assert not target.has_pose and "sync_slop" in target.pose_status
+
+
+def test_uncalibrated_camera_info_is_rejected_with_a_reason(grasp_node):
+    node, client = grasp_node
+    publish_scene(client, info=camera_info(fx=0.0))
+    assert node.wait_for_output("ignored camera_info", 5.0)
+    assert "fx=0" in node.output
+
+
+def test_missing_depth_and_camera_info_are_named(ros):
+    node, client = start({"backend": "plugin_backends:ColorBackend", "rate_hz": 0.0, "max_image_age": 5.0})
+    try:
+        client.wait_for_subscriber()
+        color = publish_scene(client, depth=False)
+        target = query_fresh(client, color, want_grasps=True).targets[0]
+        assert not target.has_pose and target.pose_status.startswith("no depth received on /")
+        color = publish_scene(client)  # depth now, still no camera_info
+        target = query_fresh(client, color, want_grasps=True).targets[0]
+        assert not target.has_pose and "no camera_info received on /" in target.pose_status
+        assert client.pose == []
+    finally:
+        client.close()
+        node.stop()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tf2_ros") is not None,
+                    reason="tf2_ros is installed: target_frame is accepted here")
+def test_target_frame_is_refused_without_tf2():
+    node = NodeProcess(f"t{uuid.uuid4().hex[:8]}", {"backend": "plugin_backends:ColorBackend",
+                                                      "target_frame": "base_link"})
+    try:
+        assert node.wait_exit(60) == 1, node.output
+        [error] = [line for line in node.output.splitlines() if "cannot start" in line]
+        assert "tf2_ros is not installed" in error and "target_frame" in error
+    finally:
+        node.stop()
