@@ -133,6 +133,17 @@ def test_uncalibrated_camera_info_is_rejected_with_a_reason(grasp_node):
     assert "fx=0" in node.output
 
 
+@pytest.mark.parametrize("bad_depth, reason", [
+    (lambda: Image(**encode_image_fields(np.zeros((4, 4, 3), np.uint8), "rgb8")), "unsupported depth encoding"),
+    (lambda: Image(height=4, width=4, encoding="16UC1", step=8, data=bytes(10)), "step * height"),
+])
+def test_unusable_depth_frames_are_dropped_with_a_reason(grasp_node, bad_depth, reason):
+    node, client = grasp_node
+    client.depth_pub.publish(bad_depth())
+    assert wait_until(lambda: any("dropped a depth frame" in line and reason in line
+                                  for line in node.output.splitlines()), 5.0), node.output[-2000:]
+
+
 def test_missing_depth_and_camera_info_are_named(ros):
     node, client = start({"backend": "plugin_backends:ColorBackend", "rate_hz": 0.0, "max_image_age": 5.0})
     try:

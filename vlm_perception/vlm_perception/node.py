@@ -38,6 +38,7 @@ from .queries import normalize_phrases, parse_query
 from .grasping import no_pose
 from .ros_messages import pose_outputs, scene_msgs
 from .target_frame import TargetFrameTransformer
+from .throttle import ProblemThrottle
 
 DEFAULT_CAMERA = "default"
 WARN_PERIOD_S = 5.0
@@ -67,6 +68,7 @@ class VlmPerceptionNode(Node):
         self._max_image_age: float = p["max_image_age"]
         self._grasp_settings = {name: p[name] for name in ("sync_slop", "depth_scale", "grasp_margin")}
         self._frame = LatestFrame()
+        self._warnings = ProblemThrottle(self.get_logger().warning, WARN_PERIOD_S)
         self._last_rejection = ""  # why the last incoming frame was dropped, for service errors
         self._last_standing_seq = 0
 
@@ -179,20 +181,17 @@ class VlmPerceptionNode(Node):
         try:
             self._grasper.put_depth(stamp_to_ns(msg.header.stamp), msg)
         except VlmPerceptionError as exc:
-            self.get_logger().warn(f"dropped a depth frame on {self._grasper.depth_topic}: {exc}",
-                                   throttle_duration_sec=WARN_PERIOD_S)
+            self._warnings.warn("depth", f"dropped a depth frame on {self._grasper.depth_topic}: {exc}")
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
             self._grasper.put_camera_info(msg)
         except VlmPerceptionError as exc:
-            self.get_logger().warn(f"ignored camera_info on {self._grasper.info_topic}: {exc}",
-                                   throttle_duration_sec=WARN_PERIOD_S)
+            self._warnings.warn("camera_info", f"ignored camera_info on {self._grasper.info_topic}: {exc}")
 
     def _reject_frame(self, reason: str) -> None:
         self._last_rejection = reason
-        self.get_logger().warn(f"dropped a frame on {self._image_sub.topic_name}: {reason}",
-                               throttle_duration_sec=WARN_PERIOD_S)
+        self._warnings.warn("image", f"dropped a frame on {self._image_sub.topic_name}: {reason}")
 
     # --- standing queries ------------------------------------------------------------
 
@@ -205,7 +204,7 @@ class VlmPerceptionNode(Node):
             self._last_standing_seq = frame.seq
             self._evaluate(frame.header, frame.rgb, queries, self._threshold, want_grasps=True)
         except VlmPerceptionError as exc:
-            self.get_logger().warn(f"standing queries skipped: {exc}", throttle_duration_sec=WARN_PERIOD_S)
+            self._warnings.warn("standing", f"standing queries skipped: {exc}")
 
     def _evaluate(self, header: Any, rgb: np.ndarray, phrases: list[str], threshold: float,
                   want_grasps: bool) -> tuple[SceneResult, ObjectPresenceArray, GraspTargetArray]:
@@ -233,7 +232,7 @@ class VlmPerceptionNode(Node):
         try:
             moved = self._to_target.transform(poses)
         except VlmPerceptionError as exc:
-            self.get_logger().warn(str(exc), throttle_duration_sec=WARN_PERIOD_S)
+            self._warnings.warn("target_frame", str(exc))
             return
         self._target_poses_pub.publish(moved)
         self._target_pose_pub.publish(PoseStamped(header=moved.header, pose=moved.poses[0]))
@@ -247,7 +246,7 @@ class VlmPerceptionNode(Node):
         except VlmPerceptionError as exc:
             response.success = False
             response.message = str(exc)
-            self.get_logger().warn(f"query {request.query[:80]!r} failed: {exc}")
+            self.get_logger().warning(f"query {request.query[:80]!r} failed: {exc}")
         return response
 
     def _answer(self, request: QueryScene.Request, response: QueryScene.Response) -> None:
