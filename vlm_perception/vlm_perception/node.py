@@ -1,10 +1,11 @@
 """vlm_perception_node: the ROS shell around the engine.
 
-Threading: three mutually exclusive callback groups (images, standing-query
-timer, query service) on a three-thread executor, so a frame callback always
-has a thread of its own and never waits behind inference. Service calls are
-served one at a time (inference is serialised anyway); further requests wait
-in the service's queue and are all answered.
+Threading: three mutually exclusive callback groups (camera inputs: image,
+depth, camera_info; the standing-query timer; the query service) on a
+three-thread executor, so camera callbacks always have a thread of their own
+and never wait behind inference. Service calls are served one at a time
+(inference is serialised anyway); further requests wait in the service's
+queue and are all answered.
 """
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ from typing import Any, Optional
 import numpy as np
 import rclpy
 import yaml
+from geometry_msgs.msg import PoseArray, PoseStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from geometry_msgs.msg import PoseArray, PoseStamped
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from vlm_perception_msgs.msg import GraspTargetArray, ObjectPresenceArray
 from vlm_perception_msgs.srv import QueryScene
@@ -32,10 +33,10 @@ from .depth_grasps import DepthGrasper
 from .engine import PerceptionEngine, SceneResult
 from .errors import BackendLoadError, ConfigurationError, VlmPerceptionError
 from .frames import Frame, LatestFrame
+from .grasping import no_pose
 from .malloc_tuning import keep_frame_buffers_in_heap
 from .node_params import CHOICES, PARAMS, ParamSpec
 from .queries import normalize_phrases, parse_query
-from .grasping import no_pose
 from .ros_messages import pose_outputs, scene_msgs
 from .target_frame import TargetFrameTransformer
 from .throttle import ProblemThrottle

@@ -33,7 +33,7 @@ def pose_msg(grasp: Grasp) -> Pose:
 def target_msgs(header: Any, targets: Sequence[Target2D], grasps: Sequence[Grasp]) -> list[GraspTarget]:
     """One GraspTarget per 2D target, with the 3D grasp computed for it (or why there is none)."""
     msgs = []
-    for target, grasp in zip(targets, grasps):
+    for target, grasp in zip(targets, grasps, strict=True):
         (center_u, center_v), (width_px, height_px) = target.center, target.size
         msg = GraspTarget(
             header=header,
