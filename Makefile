@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := . scripts/env.sh &&
 
-.PHONY: setup build test bench clean
+.PHONY: setup build test demo bench clean
 
 setup:
 	bash scripts/setup.sh
@@ -13,6 +13,10 @@ build: setup
 
 test: build
 	$(ENV) HF_HUB_OFFLINE=1 python -m pytest vlm_perception/test $(PYTEST_ARGS)
+
+# MODEL_PATH=DIR runs the demo with a local model directory instead of the hub id.
+demo: build
+	$(ENV) install/vlm_perception/lib/vlm_perception/vlm_perception_demo $(if $(MODEL_PATH),--model-path $(MODEL_PATH))
 
 bench: build
 	$(ENV) HF_HUB_OFFLINE=1 python bench/run_all.py

@@ -23,6 +23,10 @@ setup(
     entry_points={
         "console_scripts": [
             "vlm_perception_node = vlm_perception.node:main",
+            "vlm_perception_replay = vlm_perception.replay:main",
+            "vlm_perception_sample_bag = vlm_perception.sample_bag:main",
+            "vlm_perception_report = vlm_perception.report:main",
+            "vlm_perception_demo = vlm_perception.demo:main",
         ],
     },
 )

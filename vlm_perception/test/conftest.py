@@ -26,9 +26,15 @@ def tiny_owlvit_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def ros():
-    """rclpy initialised for the session's test clients (integration tests)."""
+    """rclpy initialised for the session's test clients (integration tests).
+
+    An anchor node lives for the whole session: destroying the process's last
+    node while another process leaves the graph can deadlock Fast DDS 2.14.
+    """
     import rclpy
 
     rclpy.init()
+    anchor = rclpy.create_node(f"test_session_anchor_{os.getpid()}")
     yield
+    anchor.destroy_node()
     rclpy.shutdown()

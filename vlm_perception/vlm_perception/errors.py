@@ -27,3 +27,11 @@ class GraspError(VlmPerceptionError):
 
 class ConfigurationError(VlmPerceptionError):
     """A parameter value the node cannot start with."""
+
+
+class ReportError(VlmPerceptionError):
+    """A recorded run that cannot be reported on (missing topics, unreadable bag)."""
+
+
+class ReplayError(VlmPerceptionError):
+    """A bag that cannot be read, written or replayed (missing, damaged, unsupported types)."""

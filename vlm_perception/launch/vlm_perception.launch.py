@@ -1,0 +1,60 @@
+"""Start vlm_perception_node with its parameter file (needs a ROS 2 install: launch, launch_ros).
+
+    ros2 launch vlm_perception vlm_perception.launch.py image:=/camera/color/image_raw \
+        depth:=/camera/aligned_depth_to_color/image_raw camera_info:=/camera/color/camera_info \
+        model_path:=/models/owlv2 namespace:=robot1 use_sim_time:=false
+
+backend, model and model_path override the parameter file only when given.
+"""
+from __future__ import annotations
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchContext, LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+PACKAGE = "vlm_perception"
+EXECUTABLE = "vlm_perception_node"
+NODE_NAME = "vlm_perception"
+CONFIG_FILE = "vlm_perception.yaml"
+# Launch arguments that become node parameters when not empty.
+PARAMETER_ARGUMENTS = ("backend", "model", "model_path")
+# Launch arguments that remap the node's relative input topics.
+TOPIC_ARGUMENTS = ("image", "depth", "camera_info")
+
+
+def _node(context: LaunchContext) -> list[Node]:
+    def arg(name: str) -> str:
+        return LaunchConfiguration(name).perform(context)
+
+    overrides = {name: arg(name) for name in PARAMETER_ARGUMENTS if arg(name)}
+    overrides["use_sim_time"] = arg("use_sim_time").lower() in ("true", "1", "yes")
+    remappings = [(topic, arg(topic)) for topic in TOPIC_ARGUMENTS]
+    remappings.append(("image/compressed", arg("image") + "/compressed"))
+    return [Node(
+        package=PACKAGE,
+        executable=EXECUTABLE,
+        name=NODE_NAME,
+        namespace=arg("namespace"),
+        parameters=[arg("config"), overrides],
+        remappings=remappings,
+        output="screen",
+        emulate_tty=True,
+    )]
+
+
+def generate_launch_description() -> LaunchDescription:
+    config = os.path.join(get_package_share_directory(PACKAGE), "config", CONFIG_FILE)
+    return LaunchDescription([
+        DeclareLaunchArgument("config", default_value=config, description="parameter YAML file"),
+        *(DeclareLaunchArgument(name, default_value="", description=f"overrides the `{name}` parameter")
+          for name in PARAMETER_ARGUMENTS),
+        *(DeclareLaunchArgument(name, default_value=name, description=f"topic to use as `{name}`")
+          for name in TOPIC_ARGUMENTS),
+        DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
+        DeclareLaunchArgument("use_sim_time", default_value="false", description="follow /clock (bag replay)"),
+        OpaqueFunction(function=_node),
+    ])

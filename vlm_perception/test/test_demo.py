@@ -1,0 +1,34 @@
+"""`make demo`'s program, end to end: sample bag, node, replay with recording, questions, report."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from ros_harness import node_env, node_executable
+
+pytestmark = pytest.mark.integration
+
+
+def demo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    executable = node_executable().replace("vlm_perception_node", "vlm_perception_demo")
+    return subprocess.run([executable, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_demo_runs_to_the_end_with_a_local_model(tmp_path, tiny_owl_model_dir):
+    out = tmp_path / "demo"
+    result = demo("--out", str(out), "--model-path", str(tiny_owl_model_dir), "--seconds", "4",
+                  env=node_env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"backend owlv2 with the model in {tiny_owl_model_dir}" in result.stdout
+    answers = [line for line in result.stdout.splitlines() if line.startswith("demo: Q")]
+    assert len(answers) == 3 and not any("failed" in a or "no answer" in a for a in answers), result.stdout
+    assert (out / "report" / "presence.png").is_file() and (out / "report" / "contact_sheet.png").is_file()
+    assert (out / "run").is_dir()
+
+
+def test_demo_without_any_model_says_what_to_do(tmp_path):
+    env = dict(node_env(), HF_HOME=str(tmp_path / "empty-cache"))
+    result = demo("--out", str(tmp_path / "demo"), env=env)
+    assert result.returncode == 1
+    [message] = [line for line in result.stderr.splitlines() if line.startswith("demo:")]
+    assert "--model-path" in message and "not cached" in message

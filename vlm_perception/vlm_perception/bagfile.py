@@ -1,0 +1,303 @@
+"""ROS-free rosbag2 reading for replay: topics, types and raw CDR messages in time order.
+
+`BagReader` reads MCAP and sqlite3 bags (a rosbag2 directory, or one .mcap or
+.db3 file) with rosbags' AnyReader. A damaged bag is read as far as it goes:
+`messages()` yields every readable message and then raises ReplayError saying
+what could not be read. A bag whose index cannot be used (an MCAP file cut
+short has no summary; a cut sqlite3 file is shorter than its header says;
+a recorder killed before writing metadata.yaml) is scanned record by record
+from the start instead, in file order, which is time order for recorded bags.
+"""
+from __future__ import annotations
+
+import sqlite3
+import struct
+import sys
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO, Callable, Collection, Iterator, Optional
+
+import lz4.frame
+import yaml
+from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+from rosbags.highlevel import AnyReader, AnyReaderError
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from rosbags.typesys.store import Typestore
+
+from .errors import ReplayError
+
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:
+    from backports import zstd
+
+MSGS_PACKAGE = "vlm_perception_msgs"
+_MCAP_MAGIC = b"\x89MCAP0\r\n"
+_OP_FOOTER, _OP_SCHEMA, _OP_CHANNEL, _OP_MESSAGE, _OP_CHUNK, _OP_DATA_END = 0x02, 0x03, 0x04, 0x05, 0x06, 0x0F
+_DECOMPRESS: dict[str, Callable[[bytes], bytes]] = {
+    "": bytes, "zstd": zstd.decompress, "lz4": lz4.frame.decompress}
+_REPAIR_HINT = ("re-record the bag, or recover an MCAP file with `mcap recover` "
+                "(a sqlite3 one with sqlite3's `.recover`)")
+
+
+def installed_msg_types() -> Optional[dict[str, Any]]:
+    """vlm_perception_msgs' types from its installed .msg files; None where it is not installed."""
+    try:
+        share = Path(get_package_share_directory(MSGS_PACKAGE))
+    except PackageNotFoundError:
+        return None
+    types: dict[str, Any] = {}
+    for path in sorted((share / "msg").glob("*.msg")):
+        types.update(get_types_from_msg(path.read_text(), f"{MSGS_PACKAGE}/msg/{path.stem}"))
+    return types
+
+
+def jazzy_typestore(extra_types: dict[str, Any]) -> Typestore:
+    """rosbags' ROS 2 Jazzy types plus `extra_types`."""
+    store = get_typestore(Stores.ROS2_JAZZY)
+    store.register(extra_types)
+    return store
+
+
+@dataclass(frozen=True)
+class BagTopic:
+    name: str
+    msgtype: str  # 'pkg/msg/Name'
+    count: int  # messages as the bag's index says (readable ones, for a scanned bag)
+    msgdef: str = ""  # message definition stored in the bag ('' if none)
+    digest: str = ""  # its RIHS01 hash ('' if none)
+
+
+@dataclass(frozen=True)
+class BagMessage:
+    topic: str
+    msgtype: str
+    timestamp_ns: int
+    data: bytes  # CDR, as recorded
+
+
+class BagReader:
+    """Topics and raw messages of one rosbag2; use as a context manager."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise ReplayError(f"bag {self.path} does not exist; give a rosbag2 directory or an .mcap/.db3 file")
+        if self.path.suffix == ".bag":  # AnyReader would read it, but as ROS 1 data, not CDR
+            raise ReplayError(f"{self.path} is a ROS 1 bag; convert it first: "
+                              f"rosbags-convert --src {self.path} --dst {self.path.with_suffix('')}")
+        self.topics: dict[str, BagTopic] = {}
+        self.start_ns = 0
+        self.end_ns = 0
+        # Why the bag's index could not be used; '' for a healthy bag.
+        self.index_problem = ""
+        self._reader: Optional[AnyReader] = None
+        self._files: list[Path] = []
+        self._per_message_zstd = False
+        self._scan_problem = ""
+        try:
+            reader = AnyReader([self.path])
+            reader.open()
+        except (AnyReaderError, FileNotFoundError) as exc:
+            self.index_problem = str(exc)
+            self._prepare_scan()
+            return
+        for conn in reader.connections:
+            known = self.topics.get(conn.topic)
+            if known is not None and known.msgtype != conn.msgtype:
+                reader.close()
+                raise ReplayError(f"topic {conn.topic} has two types in {self.path} ({known.msgtype}, "
+                                  f"{conn.msgtype}); replay supports one type per topic")
+            count = conn.msgcount + (known.count if known else 0)
+            self.topics[conn.topic] = BagTopic(conn.topic, conn.msgtype, count, conn.msgdef.data, conn.digest)
+        self._reader = reader
+        if reader.message_count:
+            self.start_ns, self.end_ns = reader.start_time, reader.end_time - 1
+
+    def __enter__(self) -> BagReader:
+        return self
+
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def messages(self, topics: Collection[str]) -> Iterator[BagMessage]:
+        """Messages on `topics` in time order; raises ReplayError after the last readable one."""
+        unknown = sorted(set(topics) - set(self.topics))
+        if unknown:
+            raise ReplayError(f"{', '.join(unknown)} not in {self.path}; "
+                              f"its topics: {', '.join(sorted(self.topics))}")
+        wanted = set(topics)
+        if not wanted:
+            return
+        if self._reader is None:
+            try:
+                yield from (msg for msg in _until_broken(self._scan()) if msg.topic in wanted)
+            except _Broken:
+                pass  # where it broke is already in the report
+            raise ReplayError(self._scan_problem)
+        reader = self._reader
+        connections = [c for c in reader.connections if c.topic in wanted]
+        raw = (BagMessage(c.topic, c.msgtype, t, bytes(data)) for c, t, data in reader.messages(connections))
+        try:
+            yield from _until_broken(raw)
+        except _Broken as exc:
+            raise ReplayError(f"bag {self.path} is damaged: {exc}; the messages before were replayed; "
+                              f"{_REPAIR_HINT}") from exc
+
+    # --- scanning a bag whose index cannot be used -----------------------------------------
+
+    def _prepare_scan(self) -> None:
+        self._files = self._storage_files()
+        types: dict[str, str] = {}
+        counts: dict[str, int] = {}
+        first_ns: Optional[int] = None
+        last_ns = 0
+        try:
+            for msg in _until_broken(self._scan()):
+                counts[msg.topic] = counts.get(msg.topic, 0) + 1
+                types.setdefault(msg.topic, msg.msgtype)
+                first_ns = msg.timestamp_ns if first_ns is None else min(first_ns, msg.timestamp_ns)
+                last_ns = max(last_ns, msg.timestamp_ns)
+            where = "it was read to its end"
+        except _Broken as exc:
+            where = str(exc)
+        self.topics = {name: BagTopic(name, msgtype, counts[name]) for name, msgtype in types.items()}
+        if first_ns is not None:
+            self.start_ns, self.end_ns = first_ns, last_ns
+        self._scan_problem = (
+            f"bag {self.path} is damaged: its index is unusable ({self.index_problem}), so it was scanned "
+            f"from the start: {where}; {sum(counts.values())} of its messages were readable (the part "
+            f"replayed); {_REPAIR_HINT}")
+
+    def _storage_files(self) -> list[Path]:
+        if self.path.is_file():
+            return [self.path]
+        names: list[str] = []
+        try:
+            info = yaml.safe_load((self.path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+            names = [Path(name).name for name in info["relative_file_paths"]]
+            compression = str(info.get("compression_mode") or "").lower()
+        except (OSError, yaml.YAMLError, KeyError, TypeError):  # missing after a crash: find the files
+            compression = ""
+        if compression == "file":
+            raise ReplayError(f"bag {self.path} is damaged ({self.index_problem}) and file-compressed, which "
+                              f"cannot be scanned; {_REPAIR_HINT}")
+        self._per_message_zstd = compression == "message"
+        files = [self.path / name for name in names if (self.path / name).exists()]
+        files = files or sorted(self.path.glob("*.mcap")) + sorted(self.path.glob("*.db3"))
+        if not files:
+            raise ReplayError(f"bag {self.path} cannot be opened ({self.index_problem}) and holds no .mcap "
+                              f"or .db3 file to scan; give a rosbag2 directory or an .mcap/.db3 file")
+        return files
+
+    def _scan(self) -> Iterator[BagMessage]:
+        for path in self._files:
+            scan = _scan_mcap(path) if path.suffix == ".mcap" else _scan_sqlite3(path)
+            for msg in scan:
+                if self._per_message_zstd:
+                    msg = BagMessage(msg.topic, msg.msgtype, msg.timestamp_ns, zstd.decompress(msg.data))
+                yield msg
+
+
+class _Broken(Exception):
+    """Reading stopped on damaged data; says after which message."""
+
+
+def _until_broken(messages: Iterator[BagMessage]) -> Iterator[BagMessage]:
+    """Yield until the storage reader fails on damaged data, then raise _Broken saying where."""
+    count, last_ns = 0, None
+    while True:
+        try:
+            msg = next(messages)
+        except StopIteration:
+            return
+        # Damaged bytes surface as many exception types (struct, zstd, sqlite, rosbags);
+        # each means the same here: the rest cannot be read.
+        except Exception as exc:
+            after = f" (bag time {last_ns / 1e9:.3f} s)" if last_ns is not None else ""
+            raise _Broken(f"reading stopped after message {count}{after}: {exc}") from exc
+        count, last_ns = count + 1, msg.timestamp_ns
+        yield msg
+
+
+class _Cut(Exception):
+    """An MCAP record that ends before its stated length."""
+
+
+def _read_exact(stream: BinaryIO, size: int) -> bytes:
+    data = stream.read(size)
+    if len(data) != size:
+        raise _Cut(f"file ends inside a record at byte {stream.tell()} (truncated)")
+    return data
+
+
+def _records(stream: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """(opcode, body) of each MCAP record until the stream ends."""
+    while head := stream.read(9):
+        if len(head) < 9:
+            raise _Cut(f"file ends inside a record header at byte {stream.tell()} (truncated)")
+        opcode, length = struct.unpack("<BQ", head)
+        yield opcode, _read_exact(stream, length)
+
+
+def _string(body: BytesIO) -> str:
+    (length,) = struct.unpack("<I", _read_exact(body, 4))
+    return _read_exact(body, length).decode()
+
+
+def _scan_mcap(path: Path) -> Iterator[BagMessage]:
+    """Messages of an MCAP file in file order, from its records alone (no summary needed)."""
+    schemas: dict[int, str] = {}
+    channels: dict[int, tuple[str, str]] = {}  # id -> (topic, msgtype)
+
+    def handle(opcode: int, body: bytes) -> Iterator[BagMessage]:
+        rec = BytesIO(body)
+        if opcode == _OP_SCHEMA:
+            (schema_id,) = struct.unpack("<H", _read_exact(rec, 2))
+            schemas[schema_id] = _string(rec)
+        elif opcode == _OP_CHANNEL:
+            channel_id, schema_id = struct.unpack("<HH", _read_exact(rec, 4))
+            channels[channel_id] = (_string(rec), schemas.get(schema_id, ""))
+        elif opcode == _OP_MESSAGE:
+            channel_id, _, log_time, _ = struct.unpack("<HIQQ", _read_exact(rec, 22))
+            topic, msgtype = channels[channel_id]
+            yield BagMessage(topic, msgtype, log_time, rec.read())
+        elif opcode == _OP_CHUNK:
+            _, _, size, _ = struct.unpack("<QQQI", _read_exact(rec, 28))
+            compression = _string(rec)
+            (length,) = struct.unpack("<Q", _read_exact(rec, 8))
+            records = _DECOMPRESS[compression](_read_exact(rec, length))
+            if len(records) != size:
+                raise _Cut(f"chunk decompressed to {len(records)} bytes, expected {size}")
+            for inner in _records(BytesIO(records)):
+                yield from handle(*inner)
+
+    with path.open("rb") as stream:
+        if stream.read(8) != _MCAP_MAGIC:
+            raise _Cut(f"{path} does not start like an MCAP file")
+        for opcode, body in _records(stream):
+            if opcode in (_OP_DATA_END, _OP_FOOTER):
+                return
+            yield from handle(opcode, body)
+
+
+def _scan_sqlite3(path: Path) -> Iterator[BagMessage]:
+    """Messages of a rosbag2 sqlite3 file in insertion order, as far as its pages are intact."""
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True)
+    try:
+        # Lets SQLite open a file shorter than its header says (a cut file); nothing is written.
+        db.execute("PRAGMA writable_schema=ON")
+        topics: dict[int, Any] = {row[0]: row[1:] for row in db.execute("SELECT id, name, type FROM topics")}
+        for topic_id, timestamp, data in db.execute("SELECT topic_id, timestamp, data FROM messages ORDER BY id"):
+            name, msgtype = topics[topic_id]
+            yield BagMessage(name, msgtype, timestamp, bytes(data))
+    finally:
+        db.close()

@@ -1,0 +1,439 @@
+"""vlm_perception_replay: play a rosbag2 into ROS 2 with its timing, and record what the node answers.
+
+    vlm_perception_replay BAG [--rate 1.0] [--loop] [--topics T ...] [--remap FROM:=TO ...]
+        [--clock | --no-clock] [--start-delay S] [--progress]
+        [--record OUT] [--record-topics T ...] [--record-namespace NS] [--record-tail S]
+
+Messages go out as recorded (raw CDR, no deserialisation) with the bag's
+timing divided by --rate, each topic through a reliable KEEP_LAST(10)
+publisher, which both best-effort and reliable subscribers accept. /clock
+(rosgraph_msgs/Clock) follows the bag time, at every message and at 40 Hz
+in between (as `ros2 bag play --clock`), so a node with use_sim_time runs on bag time. Before the first
+message the tool waits, up to --start-delay seconds, until every replayed
+topic has a subscriber (and every recorded topic a publisher): DDS drops
+what is published before a subscriber is matched.
+
+--record OUT writes a new rosbag2 (MCAP, zstd chunks) holding
+- every replayed message, under the name it was published as (after
+  --remap), stamped with the wall-clock time it was published;
+- every message on the recorded topics, stamped with the wall-clock time it
+  was received. By default these are the topics under --record-namespace
+  (default: all) whose type is vlm_perception_msgs/msg/* or
+  geometry_msgs/msg/PoseArray or PoseStamped, e.g. /ns/vlm_perception/presence,
+  grasp_targets, grasp_poses, grasp_pose; --record-topics names them instead.
+Both use one clock, so inputs and outputs line up; the node copies each
+input header into its outputs, so outputs match frames by header stamp.
+Message definitions are stored in the bag (vlm_perception_msgs from the
+installed .msg files), so rosbags' AnyReader reads it without this package.
+After the last message the tool keeps recording for --record-tail seconds.
+
+Exit status: 0 done, or stopped with Ctrl-C (SIGINT, or SIGTERM; the
+recorded bag is closed and readable); 1 a ReplayError: one line on stderr saying what to
+fix (a damaged bag is first replayed as far as it can be read); 2 bad
+arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, TextIO
+
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from rclpy.validate_full_topic_name import validate_full_topic_name
+from rclpy.validate_namespace import validate_namespace
+from rosbags.interfaces import Connection
+from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+from rosbags.typesys.store import Typestore
+from rosgraph_msgs.msg import Clock
+
+from .bagfile import MSGS_PACKAGE, BagMessage, BagReader, BagTopic, installed_msg_types, jazzy_typestore
+from .errors import ReplayError
+
+PROG = "vlm_perception_replay"
+PUBLISH_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+CLOCK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
+# Deep enough that a burst of outputs waits while the recorder writes a chunk.
+RECORD_DEPTH = 100
+CLOCK_PERIOD_S = 0.025
+GRAPH_SCAN_PERIOD_S = 0.5
+PROGRESS_PERIOD_S = 1.0
+OUTPUT_TYPES = ("geometry_msgs/msg/PoseArray", "geometry_msgs/msg/PoseStamped")
+
+
+def message_class(msgtype: str) -> Any:
+    """The Python class of 'pkg/msg/Name', imported from `pkg.msg`."""
+    package, _, name = msgtype.rpartition("/")
+    try:
+        return getattr(importlib.import_module(package.replace("/", ".")), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ReplayError(f"type {msgtype} has no Python message class here ({exc})") from exc
+
+
+def recording_typestore() -> Typestore:
+    """rosbags' Jazzy types plus vlm_perception_msgs from its installed .msg files."""
+    types = installed_msg_types()
+    if types is None:
+        raise ReplayError(f"{MSGS_PACKAGE} is not installed; build the workspace and source "
+                          f"install/setup.bash before recording")
+    return jazzy_typestore(types)
+
+
+class BagRecorder:
+    """The recorded bag; written from the player and from subscription callbacks, so locked."""
+
+    def __init__(self, path: Path, typestore: Typestore) -> None:
+        if path.exists():
+            raise ReplayError(f"--record {path} exists already; choose a new directory")
+        self._typestore = typestore
+        writer = Writer(path, version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP)
+        writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+        try:
+            writer.open()
+        except OSError as exc:
+            raise ReplayError(f"cannot create --record {path}: {exc}; choose a writable directory") from exc
+        self._writer: Optional[Writer] = writer
+        self._connections: dict[str, Connection] = {}
+        self._lock = threading.Lock()
+
+    def add_topic(self, topic: str, msgtype: str, msgdef: str = "", digest: str = "") -> None:
+        with self._lock:
+            if topic in self._connections or self._writer is None:
+                return
+            writer = self._writer
+            if msgdef and digest:
+                self._connections[topic] = writer.add_connection(topic, msgtype, msgdef=msgdef, rihs01=digest)
+            elif msgtype in self._typestore.fielddefs:
+                self._connections[topic] = writer.add_connection(topic, msgtype, typestore=self._typestore)
+            else:
+                raise ReplayError(f"cannot record {topic}: no message definition of {msgtype} is known here; "
+                                  f"leave it out of --record-topics")
+
+    def write(self, topic: str, timestamp_ns: int, data: bytes) -> None:
+        with self._lock:
+            if self._writer is not None:  # callbacks may still arrive while shutting down
+                self._writer.write(self._connections[topic], timestamp_ns, data)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+
+
+class OutputRecorder:
+    """Finds the recorded topics on the ROS graph and subscribes to them as they appear."""
+
+    def __init__(self, node: Node, recorder: BagRecorder, namespace: str, topics: list[str],
+                 exclude: set[str]) -> None:
+        self._node = node
+        self._recorder = recorder
+        self._prefix = namespace.rstrip("/") + "/"
+        self._wanted = set(topics)
+        self._exclude = exclude
+        self._subscriptions: dict[str, Any] = {}
+
+    def _wanted_topic(self, topic: str, msgtype: str) -> bool:
+        if topic in self._subscriptions or topic in self._exclude:
+            return False
+        if self._wanted:
+            return topic in self._wanted
+        return topic.startswith(self._prefix) and (
+            msgtype.startswith(f"{MSGS_PACKAGE}/msg/") or msgtype in OUTPUT_TYPES)
+
+    def scan(self) -> None:
+        for topic, types in self._node.get_topic_names_and_types():
+            if not self._wanted_topic(topic, types[0]):
+                continue
+            try:
+                cls = message_class(types[0])
+            except ReplayError as exc:
+                raise ReplayError(f"cannot record {topic}: {exc}; install and source the package that "
+                                  f"defines it, or name the topics to record with --record-topics") from exc
+            self._recorder.add_topic(topic, types[0])
+            self._subscriptions[topic] = self._node.create_subscription(
+                cls, topic, self._writer_for(topic), self._qos(topic), raw=True)
+
+    def _writer_for(self, topic: str) -> Callable[[bytes], None]:
+        return lambda data: self._recorder.write(topic, time.time_ns(), data)
+
+    def _qos(self, topic: str) -> QoSProfile:
+        # A reliable subscription loses nothing but matches only reliable publishers.
+        best_effort = any(info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+                          for info in self._node.get_publishers_info_by_topic(topic))
+        reliability = ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=RECORD_DEPTH, reliability=reliability)
+
+    def ready(self) -> bool:
+        """Every recorded topic found (at least one when discovering) and matched to its publishers."""
+        found = set(self._subscriptions)
+        complete = self._wanted <= found if self._wanted else bool(found)
+        return complete and all(sub.get_publisher_count() > 0 for sub in self._subscriptions.values())
+
+    def missing(self) -> list[str]:
+        return sorted(self._wanted - set(self._subscriptions))
+
+
+class Progress:
+    """One line on stderr at most once a second: percentage and bag time."""
+
+    def __init__(self, stream: TextIO, enabled: bool, start_ns: int, end_ns: int) -> None:
+        self._stream = stream
+        self._enabled = enabled
+        self._tty = stream.isatty()
+        self._start_ns = start_ns
+        self._span_ns = max(end_ns - start_ns, 1)
+        self._last = -PROGRESS_PERIOD_S
+        self._wrote = False
+
+    def update(self, bag_ns: int, loop_pass: int) -> None:
+        now = time.monotonic()
+        if not self._enabled or now - self._last < PROGRESS_PERIOD_S:
+            return
+        self._last = now
+        done = (bag_ns - self._start_ns) / self._span_ns
+        line = (f"replay {100 * done:5.1f}%  bag time {bag_ns / 1e9:.3f} s "
+                f"({(bag_ns - self._start_ns) / 1e9:.1f} of {self._span_ns / 1e9:.1f} s)")
+        if loop_pass > 1:
+            line += f", pass {loop_pass}"
+        # On a terminal the line is rewritten in place; in a log each report is its own line.
+        self._stream.write(f"\r{line}  " if self._tty else f"{line}\n")
+        self._stream.flush()
+        self._wrote = True
+
+    def finish(self) -> None:
+        if self._wrote and self._tty:
+            self._stream.write("\n")
+
+
+class Player:
+    """Publishes the bag's messages with its timing scaled by `rate`, and /clock with bag time."""
+
+    def __init__(self, node: Node, bag: BagReader, topics: dict[str, BagTopic], remaps: dict[str, str],
+                 rate: float, clock: bool, stop: threading.Event) -> None:
+        self.bag = bag
+        self.topics = topics
+        self.names = {topic: remaps.get(topic, topic) for topic in topics}
+        self.publishers = {
+            topic: node.create_publisher(message_class(info.msgtype), self.names[topic], PUBLISH_QOS)
+            for topic, info in topics.items()}
+        self._clock = node.create_publisher(Clock, "/clock", CLOCK_QOS) if clock else None
+        self._clock_ns = -1
+        self.rate = rate
+        self.stop = stop
+        self.recorder: Optional[BagRecorder] = None
+        self.outputs: Optional[OutputRecorder] = None
+        self._last_scan = 0.0
+
+    def record_into(self, recorder: BagRecorder, outputs: OutputRecorder) -> None:
+        self.recorder, self.outputs = recorder, outputs
+        for topic, info in self.topics.items():
+            recorder.add_topic(self.names[topic], info.msgtype, info.msgdef, info.digest)
+
+    def wait_for_discovery(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            self._scan_outputs(force=True)
+            if all(pub.get_subscription_count() > 0 for pub in self.publishers.values()) and (
+                    self.outputs is None or self.outputs.ready()):
+                return
+            self.stop.wait(0.05)
+
+    def play(self, loop: bool, progress: Progress) -> None:
+        loop_pass = 0
+        while not self.stop.is_set() and (loop or loop_pass == 0):
+            loop_pass += 1
+            self._clock_ns = -1  # a new pass starts the bag time over
+            origin_wall, origin_bag = time.monotonic(), self.bag.start_ns
+            for msg in self.bag.messages(list(self.topics)):
+                due = origin_wall + (msg.timestamp_ns - origin_bag) / 1e9 / self.rate
+                if not self._wait(due, origin_wall, origin_bag):
+                    return
+                self._publish(msg)
+                progress.update(msg.timestamp_ns, loop_pass)
+
+    def _wait(self, due: float, origin_wall: float, origin_bag: int) -> bool:
+        """Sleep until `due`, keeping /clock moving; False when stopped."""
+        while (now := time.monotonic()) < due:
+            self._publish_clock(origin_bag + round((now - origin_wall) * self.rate * 1e9))
+            self._scan_outputs()
+            if self.stop.wait(min(due - now, CLOCK_PERIOD_S)):
+                return False
+        return not self.stop.is_set()
+
+    def _publish(self, msg: BagMessage) -> None:
+        self._publish_clock(msg.timestamp_ns)  # the node's clock reaches a message's time before it arrives
+        self.publishers[msg.topic].publish(msg.data)
+        if self.recorder is not None:
+            self.recorder.write(self.names[msg.topic], time.time_ns(), msg.data)
+
+    def _publish_clock(self, bag_ns: int) -> None:
+        if self._clock is None or bag_ns <= self._clock_ns:
+            return
+        self._clock_ns = bag_ns
+        clock = Clock()
+        clock.clock.sec, clock.clock.nanosec = divmod(bag_ns, 1_000_000_000)
+        self._clock.publish(clock)
+
+    def _scan_outputs(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.outputs is not None and (force or now - self._last_scan >= GRAPH_SCAN_PERIOD_S):
+            self._last_scan = now
+            self.outputs.scan()
+
+
+def _absolute(name: str) -> str:
+    name = name if name.startswith("/") else f"/{name}"
+    try:
+        validate_full_topic_name(name)
+    except Exception as exc:  # rclpy's InvalidTopicNameException, whose module moved between distros
+        raise argparse.ArgumentTypeError(f"{name!r} is not a valid topic name: {exc}") from exc
+    return name
+
+
+def _namespace(text: str) -> str:
+    name = text if text.startswith("/") else f"/{text}"
+    try:
+        validate_namespace(name)
+    except Exception as exc:  # rclpy's InvalidNamespaceException, whose module moved between distros
+        raise argparse.ArgumentTypeError(f"{name!r} is not a valid namespace: {exc}") from exc
+    return name
+
+
+def _remap(text: str) -> tuple[str, str]:
+    source, sep, target = text.partition(":=")
+    if not sep or not source or not target:
+        raise argparse.ArgumentTypeError(f"{text!r} is not FROM:=TO, e.g. /camera/color/image_raw:=/ns/image")
+    return _absolute(source), _absolute(target)
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 2)[2])
+    parser.add_argument("bag", type=Path, metavar="BAG", help="rosbag2 directory, or one .mcap or .db3 file")
+    parser.add_argument("--rate", type=_positive, default=1.0, help="playback speed factor (default 1.0)")
+    parser.add_argument("--loop", action="store_true", help="play again and again until Ctrl-C")
+    parser.add_argument("--topics", nargs="+", action="extend", type=_absolute, default=[], metavar="T",
+                        help="replay only these bag topics (default: all)")
+    parser.add_argument("--remap", nargs="+", action="extend", type=_remap, default=[], metavar="FROM:=TO",
+                        help="publish bag topic FROM as TO")
+    parser.add_argument("--clock", action=argparse.BooleanOptionalAction, default=True,
+                        help="publish /clock with the bag time (default: on)")
+    parser.add_argument("--start-delay", type=_non_negative, default=3.0, metavar="S",
+                        help="wait up to S s for subscribers before the first message (default 3.0)")
+    parser.add_argument("--progress", action="store_true",
+                        help="report progress on stderr even when it is not a terminal")
+    parser.add_argument("--record", type=Path, metavar="OUT", help="record inputs and outputs into this new bag")
+    parser.add_argument("--record-topics", nargs="+", action="extend", type=_absolute, default=[], metavar="T",
+                        help="record these topics instead of the discovered vlm_perception outputs")
+    parser.add_argument("--record-namespace", type=_namespace, default="/", metavar="NS",
+                        help="discover outputs under this namespace only (default: /)")
+    parser.add_argument("--record-tail", type=_non_negative, default=1.0, metavar="S",
+                        help="keep recording S s after the last message (default 1.0)")
+    return parser.parse_args(argv)
+
+
+def _chosen_topics(bag: BagReader, args: argparse.Namespace) -> dict[str, BagTopic]:
+    names = args.topics or sorted(bag.topics)
+    unknown = [name for name in names + [source for source, _ in args.remap] if name not in bag.topics]
+    if unknown:
+        raise ReplayError(f"{', '.join(unknown)} not in {args.bag}; its topics: "
+                          + ", ".join(f"{t.name} ({t.msgtype})" for t in bag.topics.values()))
+    if not sum(bag.topics[name].count for name in names):
+        raise ReplayError(f"{args.bag} has no messages on {', '.join(names) or 'any topic'}; "
+                          f"choose other --topics or record the bag again")
+    unsupported = []
+    for name in names:
+        try:
+            message_class(bag.topics[name].msgtype)
+        except ReplayError as exc:
+            unsupported.append(f"{name}: {exc}")
+    if unsupported:
+        raise ReplayError(f"cannot replay {'; '.join(unsupported)}; install and source the package that "
+                          f"defines it, or leave the topic out with --topics")
+    return {name: bag.topics[name] for name in names}
+
+
+def replay(args: argparse.Namespace) -> None:
+    """Everything is checked before the first message goes out; raises ReplayError."""
+    stop = threading.Event()
+    with BagReader(args.bag) as bag:
+        topics = _chosen_topics(bag, args)
+        recorder = BagRecorder(args.record, recording_typestore()) if args.record else None
+        # Our own arguments are not ROS arguments (rcl would read FROM:=TO as remap rules).
+        rclpy.init(args=[PROG], signal_handler_options=SignalHandlerOptions.NO)
+        node = Node("vlm_perception_replay")
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        previous = {sig: signal.signal(sig, lambda _sig, _frame: stop.set())
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        problem: Optional[ReplayError] = None
+        outputs: Optional[OutputRecorder] = None
+        try:
+            spinner.start()
+            player = Player(node, bag, topics, dict(args.remap), args.rate, args.clock, stop)
+            if recorder is not None:
+                outputs = OutputRecorder(node, recorder, args.record_namespace, args.record_topics,
+                                         set(player.names.values()) | {"/clock"})
+                player.record_into(recorder, outputs)
+            player.wait_for_discovery(args.start_delay)
+            progress = Progress(sys.stderr, args.progress or sys.stderr.isatty(), bag.start_ns, bag.end_ns)
+            try:
+                player.play(args.loop, progress)
+            except ReplayError as exc:  # a damaged bag: record the outputs of what was played, then report
+                problem = exc
+            progress.finish()
+            if outputs is not None:
+                stop.wait(args.record_tail)
+                for topic in outputs.missing():
+                    print(f"{PROG}: note: {topic} never appeared on the graph; nothing recorded from it",
+                          file=sys.stderr)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            executor.shutdown(timeout_sec=2.0)
+            spinner.join(timeout=2.0)
+            node.destroy_node()
+            rclpy.try_shutdown()
+            if recorder is not None:
+                recorder.close()
+        if problem is not None:
+            raise problem
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        replay(args)
+    except ReplayError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
