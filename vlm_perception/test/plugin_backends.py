@@ -11,8 +11,9 @@ from typing import Sequence
 import numpy as np
 
 from vlm_perception.backends.base import Detection
+from vlm_perception.sample_bag import OBJECT_COLORS
 
-COLORS = {"apple": (220, 20, 20), "banana": (240, 220, 30), "cup": (30, 60, 220)}
+COLORS = OBJECT_COLORS  # what vlm_perception_sample_bag draws, so replays can be scored
 FOUND_SCORE = 0.9
 ABSENT_SCORE = 0.02
 

@@ -31,6 +31,7 @@ from sensor_msgs.msg import Image
 from vlm_perception import replay, sample_bag
 from vlm_perception.bagfile import BagReader
 from vlm_perception.errors import ReplayError
+from vlm_perception.frames import stamp_to_ns
 
 pytestmark = pytest.mark.integration
 SECONDS, RATE_HZ = 3.0, 10.0
@@ -59,8 +60,7 @@ def read_bag(path: Path) -> dict[str, list[tuple[int, Any]]]:
 
 def stamp_ns(msg: Any) -> int:
     """Of a message with a header, or of a rosgraph_msgs/Clock."""
-    time = msg.clock if hasattr(msg, "clock") else msg.header.stamp
-    return time.sec * 1_000_000_000 + time.nanosec
+    return stamp_to_ns(msg.clock if hasattr(msg, "clock") else msg.header.stamp)
 
 
 class Listener:
@@ -114,7 +114,7 @@ def truth(bags: dict[str, Path]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("storage", STORAGES)
 def test_sample_bag_ground_truth_is_what_the_color_backend_sees(bags, truth, storage):
-    assert sample_bag.OBJECT_COLORS == COLORS
+    assert truth["colors"] == {name: list(color) for name, color in COLORS.items()}
     assert sample_bag.load_ground_truth(bags[storage]) == truth
     assert sum(f.stat().st_size for f in bags[storage].iterdir()) < 1_500_000
     frames = truth["frames"]

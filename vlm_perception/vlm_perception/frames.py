@@ -15,6 +15,11 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 
+def stamp_to_ns(stamp: Any) -> int:
+    """A builtin_interfaces/Time (sec, nanosec) in integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
 @dataclass(frozen=True)
 class Frame:
     seq: int  # increases by one per stored frame

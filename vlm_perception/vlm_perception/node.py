@@ -32,7 +32,7 @@ from .backends import create_backend
 from .depth_grasps import DepthGrasper
 from .engine import PerceptionEngine, SceneResult
 from .errors import BackendLoadError, ConfigurationError, VlmPerceptionError
-from .frames import Frame, LatestFrame
+from .frames import Frame, LatestFrame, stamp_to_ns
 from .grasping import no_pose
 from .malloc_tuning import keep_frame_buffers_in_heap
 from .node_params import CHOICES, PARAMS, ParamSpec
@@ -45,10 +45,6 @@ DEFAULT_CAMERA = "default"
 WARN_PERIOD_S = 5.0
 # Deep enough that a burst of clients is queued rather than dropped while one call runs.
 SERVICE_QUEUE_DEPTH = 100
-
-
-def stamp_to_ns(stamp: Any) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 class VlmPerceptionNode(Node):

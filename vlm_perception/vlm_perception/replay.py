@@ -290,22 +290,21 @@ class Player:
             self.outputs.scan()
 
 
-def _absolute(name: str) -> str:
-    name = name if name.startswith("/") else f"/{name}"
+def _validated(text: str, validate: Callable[[str], object], kind: str) -> str:
+    name = text if text.startswith("/") else f"/{text}"
     try:
-        validate_full_topic_name(name)
-    except Exception as exc:  # rclpy's InvalidTopicNameException, whose module moved between distros
-        raise argparse.ArgumentTypeError(f"{name!r} is not a valid topic name: {exc}") from exc
+        validate(name)
+    except Exception as exc:  # rclpy's Invalid*Exception classes, whose module moved between distros
+        raise argparse.ArgumentTypeError(f"{name!r} is not a valid {kind}: {exc}") from exc
     return name
+
+
+def _absolute(name: str) -> str:
+    return _validated(name, validate_full_topic_name, "topic name")
 
 
 def _namespace(text: str) -> str:
-    name = text if text.startswith("/") else f"/{text}"
-    try:
-        validate_namespace(name)
-    except Exception as exc:  # rclpy's InvalidNamespaceException, whose module moved between distros
-        raise argparse.ArgumentTypeError(f"{name!r} is not a valid namespace: {exc}") from exc
-    return name
+    return _validated(text, validate_namespace, "namespace")
 
 
 def _remap(text: str) -> tuple[str, str]:

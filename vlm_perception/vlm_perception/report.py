@@ -33,6 +33,7 @@ from rosbags.typesys.store import Typestore
 
 from vlm_perception.bagfile import MSGS_PACKAGE, installed_msg_types, jazzy_typestore
 from vlm_perception.errors import ImageError, ReportError
+from vlm_perception.frames import stamp_to_ns
 from vlm_perception.images import image_msg_to_rgb8
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
@@ -127,7 +128,7 @@ def _typestore(bag: Path, reader: Reader) -> Typestore:
 
 
 def _key(header: Any) -> FrameKey:
-    return (int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec), str(header.frame_id))
+    return (stamp_to_ns(header.stamp), str(header.frame_id))
 
 
 def _image_topic(bag: Path, topics: dict[str, str], requested: str | None) -> str:
