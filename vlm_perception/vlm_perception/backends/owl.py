@@ -18,8 +18,7 @@ serialises calls to detect().
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -29,6 +28,7 @@ from transformers import AutoConfig, AutoProcessor, Owlv2ForObjectDetection, Owl
 from ..errors import BackendError, BackendLoadError
 from .base import Detection
 from .caching import FrameCache, PhraseCache
+from .common import check_image, load_pretrained, option, reject_unknown, resolve_device
 
 PHRASE_CACHE_SIZE = 1024
 PAD_VALUE = 0.5  # OWLv2 pads with gray after rescaling to 0..1, as the original implementation does
@@ -75,17 +75,13 @@ class OwlBackend:
         if family not in FAMILIES:
             raise BackendLoadError(f"unknown OWL family '{family}'; use one of {', '.join(FAMILIES)}")
         self._family = FAMILIES[family]
-        if unknown:
-            raise BackendLoadError(
-                f"backend '{family}' does not take option(s) {', '.join(sorted(unknown))}; it takes model, "
-                "model_path, device, nms_iou, max_detections_per_label, min_score"
-            )
-        self.nms_iou = _option("nms_iou", nms_iou, float, lambda v: 0.0 <= v <= 1.0, "between 0 and 1")
-        self.max_detections_per_label = _option(
+        reject_unknown(family, unknown, "model, model_path, device, nms_iou, max_detections_per_label, min_score")
+        self.nms_iou = option("nms_iou", nms_iou, float, lambda v: 0.0 <= v <= 1.0, "between 0 and 1")
+        self.max_detections_per_label = option(
             "max_detections_per_label", max_detections_per_label, int, lambda v: v >= 1, "at least 1"
         )
-        self.min_score = _option("min_score", min_score, float, lambda v: 0.0 <= v <= 1.0, "between 0 and 1")
-        self.device = _resolve_device(device)
+        self.min_score = option("min_score", min_score, float, lambda v: 0.0 <= v <= 1.0, "between 0 and 1")
+        self.device = resolve_device(device)
         self.model, processor = self._load(model or self._family.default_model, model_path)
         self.tokenizer = processor.tokenizer
         self._configure_inputs(processor.image_processor)
@@ -101,7 +97,7 @@ class OwlBackend:
 
         Pass the same read-only array again to reuse the frame's image features.
         """
-        _check_image(image)
+        check_image(image)
         phrases = list(dict.fromkeys(labels))
         if not phrases:
             return []
@@ -133,42 +129,19 @@ class OwlBackend:
 
     def _load(self, model: str, model_path: str) -> tuple[torch.nn.Module, Any]:
         family = self._family.name
-        if model_path:
-            source = str(Path(model_path).expanduser())
-            where = f"model_path '{model_path}'"
-            advice = (
-                f"set model_path to a local directory holding an {family} model saved with save_pretrained "
-                "(config, weights, tokenizer and processor files)"
-            )
-            if not Path(source).is_dir():
-                raise BackendLoadError(f"cannot load {family} model from {where}: no such directory; {advice}")
-            attempts: tuple[bool, ...] = (True,)
-        else:
-            source, where = model, f"'{model}'"
-            advice = (
-                "set model_path to a local directory holding the model (saved with save_pretrained), "
-                "or run once with network access to cache it"
-            )
-            attempts = (True, False)  # the local cache first, so a cached model never waits on the network
-        failure: Exception | None = None
-        for local_only in attempts:
-            try:
-                config = AutoConfig.from_pretrained(source, local_files_only=local_only)
-                if config.model_type != family:
-                    raise BackendLoadError(
-                        f"{where} holds a '{config.model_type}' model but backend '{family}' needs an "
-                        f"'{family}' model; choose the matching backend or {advice}"
-                    )
-                loaded = self._family.model_class.from_pretrained(source, config=config, local_files_only=local_only)
-                processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
-                loaded = loaded.to(device=self.device, dtype=torch.float32).eval()
-                return loaded, processor
-            except BackendLoadError:
-                raise
-            except Exception as exc:  # transformers raises OSError, ValueError and more for bad model files
-                failure = exc
-        reason = _first_line(failure)
-        raise BackendLoadError(f"cannot load {family} model from {where} ({reason}); {advice}") from failure
+
+        def load(source: str, local_only: bool) -> tuple[torch.nn.Module, Any]:
+            config = AutoConfig.from_pretrained(source, local_files_only=local_only)
+            if config.model_type != family:
+                raise BackendLoadError(
+                    f"'{source}' holds a '{config.model_type}' model but backend '{family}' needs an "
+                    f"'{family}' model; choose the matching backend or point model/model_path at one"
+                )
+            loaded = self._family.model_class.from_pretrained(source, config=config, local_files_only=local_only)
+            processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
+            return loaded.to(device=self.device, dtype=torch.float32).eval(), processor
+
+        return load_pretrained(family, model, model_path, load)
 
     def _configure_inputs(self, image_processor: Any) -> None:
         vision = self.model.config.vision_config
@@ -298,40 +271,3 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: i
         iou = inter / np.maximum(areas[best] + areas[rest] - inter, 1e-12)
         order = rest[iou <= iou_threshold]
     return keep
-
-
-def _option(name: str, value: Any, cast: Callable[[Any], Any], valid: Callable[[Any], bool], expected: str) -> Any:
-    try:
-        converted = cast(value)
-    except (TypeError, ValueError):
-        converted = None
-    if converted is None or not valid(converted):
-        raise BackendLoadError(f"option {name}={value!r} is invalid: it must be {expected}")
-    return converted
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise BackendLoadError(f"device '{device}' is not a torch device; use auto, cpu or cuda") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise BackendLoadError(
-            f"device '{device}' was asked for but CUDA is not available to torch {torch.__version__}; "
-            "use device 'auto' or 'cpu'"
-        )
-    return resolved
-
-
-def _check_image(image: Any) -> None:
-    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
-            and image.shape[2] == 3 and image.shape[0] > 0 and image.shape[1] > 0):
-        got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise BackendError(f"expected an RGB uint8 image of shape (H, W, 3), got {got}")
-
-
-def _first_line(exc: BaseException | None) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:300] if lines else 'no details'}"

@@ -15,6 +15,10 @@ from .base import Backend
 BUILTIN_BACKENDS: dict[str, str] = {
     "owlv2": "vlm_perception.backends.owl:Owlv2Backend",
     "owlvit": "vlm_perception.backends.owl:OwlVitBackend",
+    "clip": "vlm_perception.backends.clip:ClipBackend",
+    "generative": "vlm_perception.backends.generative:GenerativeBackend",
+    "remote": "vlm_perception.backends.remote:RemoteBackend",
+    "offline": "vlm_perception.backends.offline:OfflineBackend",
 }
 
 # Passed to every backend whose constructor accepts them; extra options must be accepted.
