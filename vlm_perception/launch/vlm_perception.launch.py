@@ -2,9 +2,11 @@
 
     ros2 launch vlm_perception vlm_perception.launch.py image:=/camera/color/image_raw \
         depth:=/camera/aligned_depth_to_color/image_raw camera_info:=/camera/color/camera_info \
-        model_path:=/models/owlv2 namespace:=robot1 use_sim_time:=false
+        model_path:=/models/owlv2 namespace:=robot1 use_sim_time:=false autostart:=true
 
 backend, model and model_path override the parameter file only when given.
+autostart:=false leaves the lifecycle node unconfigured for a lifecycle manager
+(or `ros2 lifecycle set /vlm_perception configure`, then `activate`).
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ NODE_NAME = "vlm_perception"
 CONFIG_FILE = "vlm_perception.yaml"
 # Launch arguments that become node parameters when not empty.
 PARAMETER_ARGUMENTS = ("backend", "model", "model_path")
+# Launch arguments that become boolean node parameters.
+BOOL_ARGUMENTS = ("use_sim_time", "autostart")
 # Launch arguments that remap the node's relative input topics.
 TOPIC_ARGUMENTS = ("image", "depth", "camera_info")
 
@@ -31,7 +35,8 @@ def _node(context: LaunchContext) -> list[Node]:
         return LaunchConfiguration(name).perform(context)
 
     overrides = {name: arg(name) for name in PARAMETER_ARGUMENTS if arg(name)}
-    overrides["use_sim_time"] = arg("use_sim_time").lower() in ("true", "1", "yes")
+    for flag in BOOL_ARGUMENTS:
+        overrides[flag] = arg(flag).lower() in ("true", "1", "yes")
     remappings = [(topic, arg(topic)) for topic in TOPIC_ARGUMENTS]
     remappings.append(("image/compressed", arg("image") + "/compressed"))
     return [Node(
@@ -56,5 +61,7 @@ def generate_launch_description() -> LaunchDescription:
           for name in TOPIC_ARGUMENTS),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="follow /clock (bag replay)"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="configure and activate the lifecycle node at start-up"),
         OpaqueFunction(function=_node),
     ])

@@ -16,6 +16,7 @@ import yaml
 from ament_index_python.packages import get_package_prefix
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseArray, PoseStamped
+from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.srv import SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
@@ -172,17 +173,30 @@ class TestClient:
             raise TimeoutError(f"no answer to {query!r} within {timeout} s")
         return future.result()
 
-    def set_parameters(self, **values: Any) -> list[Any]:
-        client = self.node.create_client(SetParameters, f"{self.node_prefix}/set_parameters")
+    def call(self, srv_type: Any, name: str, request: Any, timeout: float = 30.0) -> Any:
+        """Call one of the node's services (`name` relative to the node) and wait for the reply."""
+        client = self.node.create_client(srv_type, f"{self.node_prefix}/{name}")
         try:
-            assert client.wait_for_service(timeout_sec=10.0)
-            request = SetParameters.Request(
-                parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+            assert client.wait_for_service(timeout_sec=10.0), f"no service {self.node_prefix}/{name}"
             future = client.call_async(request)
-            assert wait_until(future.done, 10.0)
-            return list(future.result().results)
+            assert wait_until(future.done, timeout), f"no reply from {self.node_prefix}/{name}"
+            return future.result()
         finally:
             self.node.destroy_client(client)
+
+    def set_parameters(self, **values: Any) -> list[Any]:
+        request = SetParameters.Request(
+            parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        return list(self.call(SetParameters, "set_parameters", request, 10.0).results)
+
+    def change_state(self, transition: str) -> bool:
+        """Request a lifecycle transition by label ("configure", "activate", ...); True if it happened."""
+        request = ChangeState.Request()
+        request.transition.label = transition
+        return bool(self.call(ChangeState, "change_state", request).success)
+
+    def lifecycle_state(self) -> str:
+        return str(self.call(GetState, "get_state", GetState.Request()).current_state.label)
 
     def close(self) -> None:
         self._executor.shutdown()

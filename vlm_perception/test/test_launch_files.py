@@ -38,6 +38,8 @@ def test_node_launch_starts_an_installed_executable_with_declared_parameters():
     c = constants("vlm_perception.launch.py")
     assert installed_executable(c["EXECUTABLE"]).is_file()
     assert set(c["PARAMETER_ARGUMENTS"]) <= DECLARED
+    assert set(c["BOOL_ARGUMENTS"]) <= DECLARED
+    assert "autostart" in c["BOOL_ARGUMENTS"]  # the launch argument that activates the lifecycle node
 
 
 def test_node_launch_config_is_installed_and_only_sets_declared_parameters():

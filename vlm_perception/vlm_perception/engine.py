@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .backends.base import Backend, Box, Detection
+from .backends.base import Backend, Box, Detection, default_threshold, localizes
 from .errors import BackendError
 
 
@@ -71,6 +71,16 @@ class PerceptionEngine:
         self.backend = backend
         self.backend_name = backend_name
         self._lock = threading.Lock()
+
+    @property
+    def localizes(self) -> bool:
+        """Whether the backend gives boxes (and so 2D targets)."""
+        return localizes(self.backend)
+
+    @property
+    def default_threshold(self) -> float:
+        """The backend's recommended presence threshold."""
+        return default_threshold(self.backend)
 
     @property
     def answers_questions(self) -> bool:

@@ -1,111 +1,235 @@
-"""vlm_perception_node: the ROS shell around the engine.
+"""vlm_perception_node: the ROS shell around the engine, as a lifecycle node.
 
-Threading: three mutually exclusive callback groups (camera inputs: image,
-depth, camera_info; the standing-query timer; the query service) on a
-three-thread executor, so camera callbacks always have a thread of their own
-and never wait behind inference. Service calls are served one at a time
-(inference is serialised anyway); further requests wait in the service's
-queue and are all answered.
+Lifecycle: configure loads the model and makes the publishers, activate
+subscribes to the cameras and starts the standing queries, deactivate stops
+both, cleanup frees the model. The query service, /diagnostics and
+~/standing_queries exist in every state. With autostart (the default) the node
+configures and activates itself at start-up.
+
+Threading: mutually exclusive callback groups for camera inputs, the
+standing-query timer, the query service, and the rest (lifecycle transitions,
+diagnostics, parameters), on one thread each, so camera callbacks never wait
+behind inference. Inference and the transitions that tear down what it uses
+take `_work_lock`, so deactivate/cleanup wait for the call in flight.
 """
 from __future__ import annotations
 
+import gc
 import os
+import re
 import sys
+import threading
 from typing import Any, Optional
 
 import numpy as np
 import rclpy
 import yaml
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseArray, PoseStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from vlm_perception_msgs.msg import GraspTargetArray, ObjectPresenceArray
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from vlm_perception_msgs.msg import GraspTargetArray, ObjectPresenceArray, StandingQueries
 from vlm_perception_msgs.srv import QueryScene
 
 from . import images
 from .backends import create_backend
-from .depth_grasps import DepthGrasper
+from .camera_channel import CameraChannel
+from .debug_image import draw_detections
 from .engine import PerceptionEngine, SceneResult
 from .errors import BackendLoadError, ConfigurationError, VlmPerceptionError
-from .frames import Frame, LatestFrame, stamp_to_ns
+from .frames import stamp_to_ns
 from .grasping import no_pose
+from .health import LatencyStats, RateMeter, build_statuses, gpu_memory_mib
 from .malloc_tuning import keep_frame_buffers_in_heap
 from .node_params import CHOICES, PARAMS, ParamSpec
+from .qos_check import QosChecker
 from .queries import normalize_phrases, parse_query
-from .ros_messages import pose_outputs, scene_msgs
+from .ros_messages import Detection2DArray, detection_array_msg, diagnostic_array_msg, pose_outputs, scene_msgs
 from .target_frame import TargetFrameTransformer
 from .throttle import ProblemThrottle
 
 DEFAULT_CAMERA = "default"
+CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # one topic-name token
 WARN_PERIOD_S = 5.0
+DIAGNOSTICS_PERIOD_S = 1.0
 # Deep enough that a burst of clients is queued rather than dropped while one call runs.
 SERVICE_QUEUE_DEPTH = 100
+LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+LIVE_PARAMS = ("threshold", "queries", "rate_hz", "max_image_age", "depth_scale", "sync_slop", "grasp_margin",
+               "stale_frame_s", "latency_warn_ms")
 
 
-class VlmPerceptionNode(Node):
+class NotActiveError(VlmPerceptionError):
+    pass
+
+
+class VlmPerceptionNode(LifecycleNode):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("vlm_perception", **kwargs)
         for spec in PARAMS:
             self._declare(spec)
-        p = {spec.name: self.get_parameter(spec.name).value for spec in PARAMS}
-        for name, allowed in CHOICES.items():
-            if p[name] not in allowed:
-                raise ConfigurationError(f"parameter {name}='{p[name]}' is not one of {', '.join(allowed)}")
-
-        self._backend_name: str = p["backend"]
-        self._engine = PerceptionEngine(create_backend(self._backend_name, self._backend_options(p)),
-                                        self._backend_name)
-        self._threshold: float = p["threshold"]
-        self._queries: list[str] = normalize_phrases(list(p["queries"]))
-        self._max_image_age: float = p["max_image_age"]
-        self._grasp_settings = {name: p[name] for name in ("sync_slop", "depth_scale", "grasp_margin")}
-        self._frame = LatestFrame()
+        self._live = {name: self.get_parameter(name).value for name in LIVE_PARAMS}
+        self._live["queries"] = normalize_phrases(list(self._live["queries"]))
         self._warnings = ProblemThrottle(self.get_logger().warning, WARN_PERIOD_S)
-        self._last_rejection = ""  # why the last incoming frame was dropped, for service errors
-        self._last_standing_seq = 0
-
-        image_qos = qos_profile_sensor_data if p["image_qos"] == "sensor_data" else QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
-        image_group = MutuallyExclusiveCallbackGroup()
+        self._work_lock = threading.Lock()
+        self._engine: Optional[PerceptionEngine] = None
+        self._channels: dict[str, CameraChannel] = {}
+        self._to_target: Optional[TargetFrameTransformer] = None
+        self._qos_checker: Optional[QosChecker] = None
+        self._active = False
+        self._configure_error = ""
+        self._round_robin = 0
+        self._latency = LatencyStats()
+        self._queries_per_s = RateMeter()
+        self._standing_timer = None
+        self._inputs_group = MutuallyExclusiveCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
-        if p["image_transport"] == "compressed":
-            self._image_sub = self.create_subscription(
-                CompressedImage, "image/compressed", self._on_compressed, image_qos, callback_group=image_group)
-        else:
-            self._image_sub = self.create_subscription(
-                Image, "image", self._on_image, image_qos, callback_group=image_group)
 
-        depth_sub = self.create_subscription(Image, "depth", self._on_depth, image_qos, callback_group=image_group)
-        info_sub = self.create_subscription(
-            CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data, callback_group=image_group)
-        self._grasper = DepthGrasper(depth_sub.topic_name, info_sub.topic_name)
-
-        self._presence_pub = self.create_publisher(ObjectPresenceArray, "~/presence", 10)
-        self._targets_pub = self.create_publisher(GraspTargetArray, "~/grasp_targets", 10)
-        self._poses_pub = self.create_publisher(PoseArray, "~/grasp_poses", 10)
-        self._pose_pub = self.create_publisher(PoseStamped, "~/grasp_pose", 10)
-        self._to_target = None
-        if p["target_frame"]:
-            self._to_target = TargetFrameTransformer(self, p["target_frame"])
-            self._target_poses_pub = self.create_publisher(PoseArray, "~/grasp_poses_in_target", 10)
-            self._target_pose_pub = self.create_publisher(PoseStamped, "~/grasp_pose_in_target", 10)
         self._service = self.create_service(
             QueryScene, "~/query", self._on_query,
             qos_profile=QoSProfile(depth=SERVICE_QUEUE_DEPTH, reliability=ReliabilityPolicy.RELIABLE),
             callback_group=MutuallyExclusiveCallbackGroup())
-        self._timer = None
-        self._set_rate(p["rate_hz"])
+        self._standing_pub = self.create_publisher(StandingQueries, "~/standing_queries", LATCHED)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
+        self._guard_transitions()
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.get_logger().info(
-            f"ready: backend '{self._backend_name}', listening on {self._image_sub.topic_name}, "
-            f"service {self.get_fully_qualified_name()}/query, standing queries {self._queries or 'none'}")
 
-    # --- configuration -------------------------------------------------------------
+        if self.get_parameter("autostart").value:
+            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                raise BackendLoadError(self._configure_error)
+            self.trigger_activate()
+        else:
+            self.get_logger().info(
+                f"unconfigured, waiting for lifecycle transitions: "
+                f"ros2 lifecycle set {self.get_fully_qualified_name()} configure")
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._configure()
+        except (BackendLoadError, ConfigurationError) as exc:
+            self._configure_error = str(exc)
+            self.get_logger().error(f"configure failed: {exc}")
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure(self) -> None:
+        p = {spec.name: self.get_parameter(spec.name).value for spec in PARAMS if spec.on_configure}
+        for name, allowed in CHOICES.items():
+            if p[name] not in allowed:
+                raise ConfigurationError(f"parameter {name}='{p[name]}' is not one of {', '.join(allowed)}")
+        cameras = _camera_names(list(p["cameras"]))
+        backend_name = p["backend"]
+        self._engine = PerceptionEngine(create_backend(backend_name, _backend_options(p)), backend_name)
+        compressed = p["image_transport"] == "compressed"
+        self._image_qos = qos_profile_sensor_data if p["image_qos"] == "sensor_data" else QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        if p["target_frame"]:
+            self._to_target = TargetFrameTransformer(self, p["target_frame"])
+        for name in cameras or [DEFAULT_CAMERA]:
+            prefix = f"{name}/" if cameras else ""
+            channel = CameraChannel(self, name, prefix, f"~/{prefix}", compressed, self._warnings,
+                                    lambda: bool(self._live["queries"]) and self._live["rate_hz"] > 0.0)
+            if self._to_target is not None:
+                channel.add_target_frame_outputs(f"~/{prefix}")
+            self._channels[name] = channel
+        self._qos_checker = QosChecker(self, p["image_qos"])
+        if Detection2DArray is None:
+            self.get_logger().info(
+                "vision_msgs is not installed: ~/detections (vision_msgs/Detection2DArray) is not published; "
+                "install ros-$ROS_DISTRO-vision-msgs to get it")
+        self._publish_standing_queries()
+        self.get_logger().info(
+            f"configured: backend '{backend_name}', cameras "
+            f"{', '.join(f'{c.name} ({c.image_topic})' for c in self._channels.values())}")
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        for channel in self._channels.values():
+            channel.subscribe(self._image_qos, self._inputs_group, self._qos_checker.event_callbacks(channel))
+        self._qos_checker.watch_first_frames(list(self._channels.values()))
+        self._set_rate(self._live["rate_hz"])
+        self._active = True
+        self.get_logger().info(
+            f"active: service {self.get_fully_qualified_name()}/query, "
+            f"standing queries {self._live['queries'] or 'none'}")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._work_lock:
+            self._active = False
+        self._stop_work()
+        self.get_logger().info("inactive: camera subscriptions released, standing queries stopped")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self.get_logger().info("cleaned up: model freed")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._work_lock:
+            self._active = False
+        self._stop_work()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_work(self) -> None:
+        self._set_rate(0.0)
+        if self._qos_checker is not None:
+            self._qos_checker.stop()
+        for channel in self._channels.values():
+            channel.unsubscribe()
+
+    def _release(self) -> None:
+        """Drop the model, publishers and channels; frees GPU memory where CUDA was used."""
+        with self._work_lock:
+            for channel in self._channels.values():
+                for publisher in channel.publishers():
+                    self.destroy_lifecycle_publisher(publisher)
+            self._channels = {}
+            self._engine = None
+            self._to_target = None
+            self._qos_checker = None
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _guard_transitions(self) -> None:
+        """Refuse a transition the current state does not allow, saying why, instead of raising."""
+        service = self._service_change_state
+        change_state = service.callback
+
+        def guarded(request: Any, response: Any) -> Any:
+            state = self._state_machine.current_state[1]
+            allowed = {(t[0], t[1]) for t in self._state_machine.available_transitions}
+            wanted = request.transition.label or str(request.transition.id)
+            if not any(request.transition.label == label if request.transition.label else request.transition.id == tid
+                       for tid, label in allowed):
+                self.get_logger().warning(
+                    f"transition '{wanted}' refused: not possible in state '{state}'; possible now: "
+                    f"{', '.join(sorted(label for _, label in allowed)) or 'none'}")
+                response.success = False
+                return response
+            response = change_state(request, response)
+            if not response.success:
+                self.get_logger().warning(
+                    f"transition '{wanted}' failed in state '{state}'"
+                    + (f": {self._configure_error}" if self._configure_error else ""))
+            return response
+
+        service.callback = guarded
+
+    # --- parameters ----------------------------------------------------------------
 
     def _declare(self, spec: ParamSpec) -> None:
         if spec.default == []:
@@ -116,129 +240,122 @@ class VlmPerceptionNode(Node):
         else:
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
 
-    @staticmethod
-    def _backend_options(p: dict[str, Any]) -> dict[str, Any]:
-        options = {"model": p["model"], "model_path": p["model_path"], "device": p["device"]}
-        if p["backend_options"].strip():
-            try:
-                extra = yaml.safe_load(p["backend_options"])
-            except yaml.YAMLError as exc:
-                raise ConfigurationError(f"backend_options is not valid YAML: {exc}") from exc
-            if not isinstance(extra, dict):
-                raise ConfigurationError(
-                    f"backend_options must be a YAML mapping like '{{nms_iou: 0.5}}', got {p['backend_options']!r}")
-            options.update(extra)
-        return options
-
-    def _set_rate(self, rate_hz: float) -> None:
-        if self._timer is not None:
-            self.destroy_timer(self._timer)
-            self._timer = None
-        if rate_hz > 0.0:
-            self._timer = self.create_timer(1.0 / rate_hz, self._on_timer, callback_group=self._timer_group)
-
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        # Ranges and read-only flags are enforced by the descriptors; apply what changed.
+        # Ranges are enforced by the descriptors; load-time parameters only while unconfigured.
+        on_configure = {spec.name for spec in PARAMS if spec.on_configure}
+        refused = [p.name for p in params if p.name in on_configure]
+        if refused and self._engine is not None:
+            return SetParametersResult(
+                successful=False,
+                reason=f"{', '.join(refused)} can only change while the node is unconfigured "
+                       "(deactivate and clean up, set it, configure again)")
         for param in params:
             if param.name == "queries":
-                self._queries = normalize_phrases(list(param.value or []))
-            elif param.name == "threshold":
-                self._threshold = float(param.value)
-            elif param.name == "max_image_age":
-                self._max_image_age = float(param.value)
-            elif param.name == "rate_hz":
+                self._live["queries"] = normalize_phrases(list(param.value or []))
+            elif param.name in LIVE_PARAMS:
+                self._live[param.name] = float(param.value)
+            if param.name == "rate_hz" and self._active:
                 self._set_rate(float(param.value))
-            elif param.name in self._grasp_settings:
-                self._grasp_settings = dict(self._grasp_settings, **{param.name: float(param.value)})
+        if any(p.name in ("queries", "threshold", "rate_hz") for p in params):
+            self._publish_standing_queries()
         return SetParametersResult(successful=True)
 
-    # --- images (cheap: store only) --------------------------------------------------
+    def _set_rate(self, rate_hz: float) -> None:
+        if self._standing_timer is not None:
+            self.destroy_timer(self._standing_timer)
+            self._standing_timer = None
+        if rate_hz > 0.0:
+            self._standing_timer = self.create_timer(1.0 / rate_hz, self._on_timer,
+                                                     callback_group=self._timer_group)
 
-    def _on_image(self, msg: Image) -> None:
-        try:
-            images.check_image_msg(msg)
-        except VlmPerceptionError as exc:
-            self._reject_frame(str(exc))
-            return
-        self._store(msg.header, lambda: images.image_msg_to_rgb8(msg))
+    def _threshold(self, requested: float = 0.0) -> float:
+        """The request's threshold, else the parameter, else the backend's recommended value."""
+        if requested > 1.0 or not np.isfinite(requested):
+            raise VlmPerceptionError(f"threshold {requested} is outside (0, 1]; use <= 0 for the node's default")
+        if requested > 0.0:
+            return float(requested)
+        if self._live["threshold"] > 0.0:
+            return float(self._live["threshold"])
+        return self._engine.default_threshold if self._engine is not None else 0.0
 
-    def _on_compressed(self, msg: CompressedImage) -> None:
-        # Decoded here, not lazily, so a corrupt frame never replaces the last good one.
-        try:
-            rgb = images.compressed_msg_to_rgb8(msg)
-        except VlmPerceptionError as exc:
-            self._reject_frame(str(exc))
-            return
-        self._store(msg.header, lambda: rgb)
-
-    def _store(self, header: Any, convert: Any) -> None:
-        self._frame.put(header, stamp_to_ns(header.stamp), self.get_clock().now().nanoseconds, convert)
-
-    def _on_depth(self, msg: Image) -> None:
-        try:
-            self._grasper.put_depth(stamp_to_ns(msg.header.stamp), msg)
-        except VlmPerceptionError as exc:
-            self._warnings.warn("depth", f"dropped a depth frame on {self._grasper.depth_topic}: {exc}")
-
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        try:
-            self._grasper.put_camera_info(msg)
-        except VlmPerceptionError as exc:
-            self._warnings.warn("camera_info", f"ignored camera_info on {self._grasper.info_topic}: {exc}")
-
-    def _reject_frame(self, reason: str) -> None:
-        self._last_rejection = reason
-        self._warnings.warn("image", f"dropped a frame on {self._image_sub.topic_name}: {reason}")
+    def _publish_standing_queries(self) -> None:
+        self._standing_pub.publish(StandingQueries(
+            stamp=self.get_clock().now().to_msg(),
+            queries=list(self._live["queries"]),
+            threshold=float(self._threshold()),
+            rate_hz=float(self._live["rate_hz"]),
+            cameras=list(self._channels),
+            backend=self._engine.backend_name if self._engine is not None else "",
+        ))
 
     # --- standing queries ------------------------------------------------------------
 
     def _on_timer(self) -> None:
-        queries = self._queries
-        if not queries or self._frame.seq == self._last_standing_seq:
+        queries = self._live["queries"]
+        channels = list(self._channels.values())
+        if not queries or not channels:
             return
-        try:
-            frame = self._fresh_frame()
-            self._last_standing_seq = frame.seq
-            self._evaluate(frame.header, frame.rgb, queries, self._threshold, want_grasps=True)
-        except VlmPerceptionError as exc:
-            self._warnings.warn("standing", f"standing queries skipped: {exc}")
+        # Start with a different camera each tick: one slow camera cannot always go first.
+        self._round_robin = (self._round_robin + 1) % len(channels)
+        for channel in channels[self._round_robin:] + channels[:self._round_robin]:
+            if channel.frame.seq == channel.last_standing_seq:
+                continue
+            try:
+                with self._work_lock:
+                    if not self._active:
+                        return
+                    frame = channel.fresh_frame(self.get_clock().now().nanoseconds, self._live["max_image_age"])
+                    channel.last_standing_seq = frame.seq
+                    self._evaluate(channel, frame.header, frame.rgb, queries, self._threshold(), want_grasps=True)
+            except VlmPerceptionError as exc:
+                self._warnings.warn(f"standing:{channel.name}", f"standing queries on {channel.name} skipped: {exc}")
 
-    def _evaluate(self, header: Any, rgb: np.ndarray, phrases: list[str], threshold: float,
+    def _evaluate(self, channel: CameraChannel, header: Any, rgb: np.ndarray, phrases: list[str], threshold: float,
                   want_grasps: bool) -> tuple[SceneResult, ObjectPresenceArray, GraspTargetArray]:
-        """Run the backend, add 3D grasps, publish every output; returns what was published."""
+        """Run the backend, add 3D grasps, publish every output of `channel`; returns what was published."""
         result = self._engine.evaluate(rgb, phrases, threshold)
+        now_ns = self.get_clock().now().nanoseconds
+        self._latency.add(result.inference_ms)
+        self._queries_per_s.tick(now_ns)
         if want_grasps:
-            settings = self._grasp_settings
-            grasps = self._grasper.grasps(
+            settings = self._live
+            grasps = channel.grasper.grasps(
                 stamp_to_ns(header.stamp), rgb.shape[:2], [t.box for t in result.targets],
                 settings["sync_slop"], settings["depth_scale"], settings["grasp_margin"])
         else:
             grasps = [no_pose("3D pose not requested (want_grasps is false)")] * len(result.targets)
-        presence, targets = scene_msgs(header, result, grasps, self._backend_name)
-        self._presence_pub.publish(presence)
-        self._targets_pub.publish(targets)
+        presence, targets = scene_msgs(header, result, grasps, self._engine.backend_name)
+        channel.presence_pub.publish(presence)
+        channel.targets_pub.publish(targets)
         poses = pose_outputs(targets)
         if poses is not None:
-            self._poses_pub.publish(poses[0])
-            self._pose_pub.publish(poses[1])
+            channel.poses_pub.publish(poses[0])
+            channel.pose_pub.publish(poses[1])
             if self._to_target is not None:
-                self._publish_in_target_frame(poses[0])
+                self._publish_in_target_frame(channel, poses[0])
+        if channel.detections_pub is not None:
+            channel.detections_pub.publish(detection_array_msg(header, result.targets))
+        if channel.debug_image_pub.get_subscription_count() > 0:  # drawing costs; only for a watcher
+            drawn = draw_detections(rgb, result.targets, result.presence)
+            channel.debug_image_pub.publish(Image(header=header, **images.encode_image_fields(drawn, "rgb8")))
+            channel.debug_images += 1
         return result, presence, targets
 
-    def _publish_in_target_frame(self, poses: PoseArray) -> None:
+    def _publish_in_target_frame(self, channel: CameraChannel, poses: PoseArray) -> None:
         try:
             moved = self._to_target.transform(poses)
         except VlmPerceptionError as exc:
             self._warnings.warn("target_frame", str(exc))
             return
-        self._target_poses_pub.publish(moved)
-        self._target_pose_pub.publish(PoseStamped(header=moved.header, pose=moved.poses[0]))
+        channel.target_poses_pub.publish(moved)
+        channel.target_pose_pub.publish(PoseStamped(header=moved.header, pose=moved.poses[0]))
 
     # --- the query service -----------------------------------------------------------
 
     def _on_query(self, request: QueryScene.Request, response: QueryScene.Response) -> QueryScene.Response:
         try:
-            self._answer(request, response)
+            with self._work_lock:
+                self._answer(request, response)
             response.success = True
         except VlmPerceptionError as exc:
             response.success = False
@@ -247,63 +364,106 @@ class VlmPerceptionNode(Node):
         return response
 
     def _answer(self, request: QueryScene.Request, response: QueryScene.Response) -> None:
-        if request.camera not in ("", DEFAULT_CAMERA):
-            raise VlmPerceptionError(
-                f"unknown camera '{request.camera}'; this node has one camera: leave `camera` empty "
-                f"or use '{DEFAULT_CAMERA}'")
+        if not self._active:
+            state = self._state_machine.current_state[1]
+            raise NotActiveError(
+                f"node is not active (state: {state}); activate it: "
+                f"ros2 lifecycle set {self.get_fully_qualified_name()} activate")
+        channel = self._channel(request.camera)
+        response.camera_used = channel.name
         parsed = parse_query(request.query)
-        threshold = self._request_threshold(request.threshold)
-        header, rgb = self._request_image(request.image)
+        threshold = self._threshold(request.threshold)
+        header, rgb = self._request_image(channel, request.image)
         response.image_stamp = header.stamp
+        response.localized = self._engine.localizes
         if parsed.open_question:
             if not self._engine.answers_questions:
                 raise VlmPerceptionError(
-                    f"backend '{self._backend_name}' scores named objects and cannot answer "
-                    f"'{parsed.text}'; ask e.g. 'is there a cup?' or 'cup, bottle'")
+                    f"backend '{self._engine.backend_name}' scores named objects and cannot answer "
+                    f"'{parsed.text}'; ask e.g. 'is there a cup?' or 'cup, bottle', or use a backend that "
+                    "answers questions (generative, remote)")
             response.answer, response.inference_ms = self._engine.answer(rgb, parsed.text)
             return
-        result, presence, targets = self._evaluate(header, rgb, parsed.phrases, threshold, request.want_grasps)
+        result, presence, targets = self._evaluate(channel, header, rgb, parsed.phrases, threshold,
+                                                   request.want_grasps)
         response.answer = result.answer
+        if request.want_grasps and not self._engine.localizes:
+            response.answer += f" No grasp targets: backend '{self._engine.backend_name}' does not localize objects."
         response.presence = presence.results
         response.targets = targets.targets
         response.inference_ms = float(result.inference_ms)
 
-    def _request_threshold(self, requested: float) -> float:
-        if requested <= 0.0:
-            return self._threshold
-        if requested > 1.0 or not np.isfinite(requested):
-            raise VlmPerceptionError(f"threshold {requested} is outside (0, 1]; use <= 0 for the node's default")
-        return float(requested)
+    def _channel(self, camera: str) -> CameraChannel:
+        if not camera:
+            return next(iter(self._channels.values()))
+        channel = self._channels.get(camera)
+        if channel is None:
+            raise VlmPerceptionError(
+                f"unknown camera '{camera}'; this node's cameras: {', '.join(self._channels)} "
+                "(leave `camera` empty for the first)")
+        return channel
 
-    def _request_image(self, image: Image) -> tuple[Any, np.ndarray]:
+    def _request_image(self, channel: CameraChannel, image: Image) -> tuple[Any, np.ndarray]:
         if len(image.data) > 0:
             try:
                 return image.header, images.image_msg_to_rgb8(image)
             except VlmPerceptionError as exc:
                 raise VlmPerceptionError(f"request image: {exc}") from exc
-        frame = self._fresh_frame()
+        frame = channel.fresh_frame(self.get_clock().now().nanoseconds, self._live["max_image_age"])
         return frame.header, frame.rgb
 
-    def _fresh_frame(self) -> Frame:
-        topic = self._image_sub.topic_name
+    # --- diagnostics -----------------------------------------------------------------
+
+    def _publish_diagnostics(self) -> None:
+        engine = self._engine
+        now = self.get_clock().now()
+        device = str(getattr(engine.backend, "device", "")) if engine is not None else ""
+        device = device or self.get_parameter("device").value
+        channels = list(self._channels.values())
+        statuses = build_statuses(
+            node_name=self.get_fully_qualified_name(),
+            state=self._state_machine.current_state[1],
+            backend=self.get_parameter("backend").value,
+            model=self.get_parameter("model").value or self.get_parameter("model_path").value,
+            device=device,
+            cameras=[channel.health.snapshot(now.nanoseconds) for channel in channels],
+            latency_p50_ms=self._latency.percentile(50),
+            latency_p95_ms=self._latency.percentile(95),
+            queries_per_s=self._queries_per_s.rate(now.nanoseconds),
+            gpu_memory_mib=gpu_memory_mib(device),
+            now_ns=now.nanoseconds,
+            stale_after_s=self._live["stale_frame_s"],
+            latency_warn_ms=self._live["latency_warn_ms"],
+        )
+        for status, channel in zip(statuses[1:], channels, strict=True):
+            status.values["debug_images_published"] = str(channel.debug_images)
+        self._diagnostics_pub.publish(diagnostic_array_msg(now.to_msg(), statuses, self.get_name()))
+
+
+def _camera_names(names: list[str]) -> list[str]:
+    """Validated camera names: unique, usable as topic name tokens."""
+    cleaned = [n.strip() for n in names]
+    bad = [n for n in cleaned if not CAMERA_NAME.fullmatch(n)]
+    if bad:
+        raise ConfigurationError(
+            f"cameras {bad} are not valid names; use letters, digits and _ starting with a letter")
+    if len(set(cleaned)) != len(cleaned):
+        raise ConfigurationError(f"cameras {cleaned} has duplicates; each camera needs its own name")
+    return cleaned
+
+
+def _backend_options(p: dict[str, Any]) -> dict[str, Any]:
+    options = {"model": p["model"], "model_path": p["model_path"], "device": p["device"]}
+    if p["backend_options"].strip():
         try:
-            frame: Optional[Frame] = self._frame.get()
-        except VlmPerceptionError as exc:
-            raise VlmPerceptionError(f"latest frame on {topic}: {exc}") from exc
-        if frame is None:
-            why = f" (incoming frames were dropped: {self._last_rejection})" if self._last_rejection else ""
-            raise VlmPerceptionError(
-                f"no frame received on {topic} yet{why}; check the camera topic (remap `image`) "
-                f"and that image_qos matches the publisher, or send an image in the request")
-        max_age = self._max_image_age
-        if max_age > 0.0:
-            reference_ns = frame.stamp_ns or frame.received_ns
-            age = (self.get_clock().now().nanoseconds - reference_ns) / 1e9
-            if age > max_age:
-                raise VlmPerceptionError(
-                    f"latest frame on {topic} is {age:.2f} s old, over max_image_age {max_age:g} s; "
-                    "check that the camera is still publishing (for replayed bags set use_sim_time)")
-        return frame
+            extra = yaml.safe_load(p["backend_options"])
+        except yaml.YAMLError as exc:
+            raise ConfigurationError(f"backend_options is not valid YAML: {exc}") from exc
+        if not isinstance(extra, dict):
+            raise ConfigurationError(
+                f"backend_options must be a YAML mapping like '{{nms_iou: 0.5}}', got {p['backend_options']!r}")
+        options.update(extra)
+    return options
 
 
 def main(args: Optional[list[str]] = None) -> int:
@@ -316,7 +476,7 @@ def main(args: Optional[list[str]] = None) -> int:
     node = None
     try:
         node = VlmPerceptionNode()
-        executor = MultiThreadedExecutor(num_threads=3)
+        executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
         executor.spin()
     except (BackendLoadError, ConfigurationError) as exc:

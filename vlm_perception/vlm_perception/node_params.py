@@ -1,6 +1,8 @@
 """The node's parameters: names, types, defaults and descriptions in one table.
 
 README's parameter table is written from this list; keep them in step.
+Parameters marked on_configure are read when the node is configured (model,
+topics, QoS); the others take effect at once when set at run time.
 """
 from __future__ import annotations
 
@@ -17,12 +19,15 @@ class ParamSpec:
     default: Any
     type: Parameter.Type
     description: str
-    read_only: bool = False
+    # Used when the model and topics are set up (lifecycle configure): changes are
+    # refused while the node is configured, and take effect on the next configure.
+    on_configure: bool = False
     float_range: tuple[float, float] | None = None
 
     def descriptor(self) -> ParameterDescriptor:
         descriptor = ParameterDescriptor(
-            name=self.name, type=self.type.value, description=self.description, read_only=self.read_only
+            name=self.name, type=self.type.value,
+            description=self.description + (" (set while unconfigured)" if self.on_configure else ""),
         )
         if self.float_range is not None:
             descriptor.floating_point_range = [
@@ -31,18 +36,22 @@ class ParamSpec:
         return descriptor
 
 
-S, D, SA = Parameter.Type.STRING, Parameter.Type.DOUBLE, Parameter.Type.STRING_ARRAY
+S, D, SA, B = Parameter.Type.STRING, Parameter.Type.DOUBLE, Parameter.Type.STRING_ARRAY, Parameter.Type.BOOL
 
 PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("backend", "owlv2", S,
-              "Model family: owlv2, owlvit, or package.module:ClassName of your own backend class", True),
-    ParamSpec("model", "google/owlv2-base-patch16-ensemble", S,
-              "Hugging Face model id (needs network or a cached copy)", True),
+              "Model family: owlv2, owlvit, clip, generative, remote, offline, or package.module:ClassName "
+              "of your own backend class", True),
+    ParamSpec("model", "", S,
+              "Model id for the backend (Hugging Face id, or the served name for remote); "
+              "empty = the backend's default", True),
     ParamSpec("model_path", "", S, "Local model directory; overrides `model` when set", True),
     ParamSpec("device", "auto", S, "auto (cuda if available, else cpu), cpu or cuda", True),
     ParamSpec("backend_options", "", S,
               "Extra backend keyword arguments as a YAML mapping, e.g. '{nms_iou: 0.5}'", True),
-    ParamSpec("threshold", 0.1, D, "Score at or above which an object counts as present", float_range=(0.0, 1.0)),
+    ParamSpec("threshold", 0.0, D,
+              "Score at or above which an object counts as present; 0 = the backend's recommended value",
+              float_range=(0.0, 1.0)),
     ParamSpec("queries", [], SA, "Standing object phrases evaluated at rate_hz on the latest frame"),
     ParamSpec("rate_hz", 1.0, D, "How often standing queries run on a new frame; 0 = only on service calls",
               float_range=(0.0, 100.0)),
@@ -59,6 +68,16 @@ PARAMS: tuple[ParamSpec, ...] = (
               "Also publish grasp poses in this tf frame (needs tf2_ros); empty = camera frame only", True),
     ParamSpec("image_qos", "sensor_data", S, "sensor_data (best effort) or reliable", True),
     ParamSpec("image_transport", "raw", S, "raw (image) or compressed (image/compressed)", True),
+    ParamSpec("cameras", [], SA,
+              "Camera names; each reads <name>/image, <name>/depth, <name>/camera_info and publishes under "
+              "~/<name>/. Empty = one camera on image, depth, camera_info with outputs under ~/", True),
+    ParamSpec("autostart", True, B,
+              "Configure and activate at start-up; false = wait for lifecycle transitions", True),
+    ParamSpec("stale_frame_s", 1.0, D,
+              "Diagnostics warn when a camera's latest frame is older than this (error at 3x)",
+              float_range=(0.1, 3600.0)),
+    ParamSpec("latency_warn_ms", 0.0, D, "Diagnostics warn when inference p95 exceeds this; 0 = never",
+              float_range=(0.0, 600000.0)),
 )
 
 CHOICES: dict[str, tuple[str, ...]] = {

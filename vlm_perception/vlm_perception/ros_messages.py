@@ -3,12 +3,21 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, Pose, PoseArray, PoseStamped, Quaternion
+from std_msgs.msg import Header
 
 from vlm_perception_msgs.msg import GraspTarget, GraspTargetArray, ObjectPresence, ObjectPresenceArray
 
 from .engine import Presence, SceneResult, Target2D
 from .grasping import Grasp
+from .health import HealthStatus
+
+try:  # vision_msgs is not on PyPI; where it is installed, ~/detections is published too
+    from vision_msgs.msg import BoundingBox2D, Detection2D, Detection2DArray, ObjectHypothesisWithPose
+except ImportError:
+    Detection2DArray = None
+
 
 def presence_msgs(header: Any, presence: Sequence[Presence]) -> list[ObjectPresence]:
     return [
@@ -71,3 +80,30 @@ def pose_outputs(targets: GraspTargetArray) -> Optional[tuple[PoseArray, PoseSta
     if not poses:
         return None
     return (PoseArray(header=targets.header, poses=poses), PoseStamped(header=targets.header, pose=poses[0]))
+
+
+def detection_array_msg(header: Any, targets: Sequence[Target2D]) -> Any:
+    """vision_msgs/Detection2DArray of the localized targets: class_id = phrase, boxes in source pixels."""
+    detections = []
+    for target in targets:
+        (center_u, center_v), (width_px, height_px) = target.center, target.size
+        bbox = BoundingBox2D(size_x=float(width_px), size_y=float(height_px))
+        bbox.center.position.x, bbox.center.position.y = float(center_u), float(center_v)
+        hypothesis = ObjectHypothesisWithPose()
+        hypothesis.hypothesis.class_id = target.query
+        hypothesis.hypothesis.score = float(target.score)
+        detections.append(Detection2D(header=header, results=[hypothesis], bbox=bbox))
+    return Detection2DArray(header=header, detections=detections)
+
+
+def diagnostic_array_msg(stamp: Any, statuses: Sequence[HealthStatus], hardware_id: str) -> DiagnosticArray:
+    return DiagnosticArray(header=Header(stamp=stamp), status=[
+        DiagnosticStatus(
+            level=bytes([int(s.level)]),
+            name=s.name,
+            message=s.message,
+            hardware_id=hardware_id,
+            values=[KeyValue(key=k, value=str(v)) for k, v in s.values.items()],
+        )
+        for s in statuses
+    ])
