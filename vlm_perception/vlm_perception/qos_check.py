@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
+from rclpy.clock import Clock, ClockType
 from rclpy.qos import QoSPolicyKind, ReliabilityPolicy
 
 try:  # Iron and later
@@ -46,7 +47,8 @@ class QosChecker:
             for channel in channels:
                 if channel.frame.seq == 0:
                     self._node.get_logger().warning(self.diagnose(channel))
-        self._timer = self._node.create_timer(self._timeout_s, check)
+        # Steady time: under use_sim_time the node's clock jumps when /clock starts.
+        self._timer = self._node.create_timer(self._timeout_s, check, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def stop(self) -> None:
         if self._timer is not None:
