@@ -25,7 +25,7 @@ from transformers.models.siglip.image_processing_pil_siglip import SiglipImagePr
 
 from tiny_models import END, START, byte_level_chars
 
-MAX_TEXT_TOKENS = 16
+MAX_TEXT_TOKENS = 64  # what SigLIP uses; fits every default prompt even at one token per byte
 TINY_IMAGE_SIZE = 32
 SIGLIP_LOGIT_SCALE = 10.0  # exp of the stored parameter; SigLIP's init (0 and 0) would hide a missing bias
 SIGLIP_LOGIT_BIAS = -1.5
@@ -48,22 +48,31 @@ def build_tokenizer(directory: Path, max_length: int, words: Iterable[str] = ())
     chars = byte_level_chars()
     vocab = {c: i for i, c in enumerate(chars)}
     vocab.update({c + "</w>": i + len(chars) for i, c in enumerate(chars)})
-    merges: dict[tuple[str, str], None] = {}  # ordered set
+    merges: dict[tuple[str, str], int] = {}  # pair -> rank
     for word in dict.fromkeys(words):
         if not re.fullmatch(r"[a-z]+", word):
             raise ValueError(f"words must be lowercase ASCII letters (their byte-level stand-ins), got {word!r}")
-        pieces = list(word)
-        pieces[-1] += "</w>"
-        merged = pieces[0]
-        for piece in pieces[1:]:
-            merges[(merged, piece)] = None
-            merged += piece
-            vocab.setdefault(merged, len(vocab))
+        # Join what the merges so far make of the word, left to right. Each new merge ranks after
+        # every earlier one, so words already whole stay whole.
+        while len(pieces := _bpe([*word[:-1], word[-1] + "</w>"], merges)) > 1:
+            merges[(pieces[0], pieces[1])] = len(merges)
+            vocab.setdefault(pieces[0] + pieces[1], len(vocab))
     vocab[START], vocab[END] = len(vocab), len(vocab) + 1
     (directory / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
     lines = ["#version: 0.2", *(f"{a} {b}" for a, b in merges)]
     (directory / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return CLIPTokenizer.from_pretrained(directory, pad_token="!", model_max_length=max_length)
+
+
+def _bpe(pieces: list[str], merges: dict[tuple[str, str], int]) -> list[str]:
+    """Byte-pair encoding of one word: merge the best-ranked adjacent pair until none has a rank."""
+    while len(pieces) > 1:
+        pairs = [(merges.get(pair, len(merges)), i) for i, pair in enumerate(zip(pieces, pieces[1:]))]
+        rank, i = min(pairs)
+        if rank == len(merges):
+            break
+        pieces = [*pieces[:i], pieces[i] + pieces[i + 1], *pieces[i + 2:]]
+    return pieces
 
 
 def tiny_config(family: str, vocab_size: int = 2 * 256 + 2) -> Any:
