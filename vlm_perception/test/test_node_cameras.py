@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from plugin_backends import COLORS, paint
-from ros_harness import now_stamp, start, wait_until
+from ros_harness import NodeProcess, now_stamp, start, wait_until
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from vlm_perception_msgs.msg import ObjectPresenceArray, StandingQueries
@@ -229,7 +229,6 @@ def test_missing_camera_publisher_is_reported_after_activation(ros):
 
 
 def test_camera_names_are_validated(ros):
-    from ros_harness import NodeProcess
     node = NodeProcess("tbadcams", {"backend": COLOR, "cameras": ["left", "left"]})
     try:
         assert node.wait_exit(60) == 1, node.output
