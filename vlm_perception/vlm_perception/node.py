@@ -91,10 +91,6 @@ class VlmPerceptionNode(LifecycleNode):
         self._inputs_group = MutuallyExclusiveCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
 
-        self._service = self.create_service(
-            QueryScene, "~/query", self._on_query,
-            qos_profile=QoSProfile(depth=SERVICE_QUEUE_DEPTH, reliability=ReliabilityPolicy.RELIABLE),
-            callback_group=MutuallyExclusiveCallbackGroup())
         self._standing_pub = self.create_publisher(StandingQueries, "~/standing_queries", LATCHED)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
@@ -109,6 +105,11 @@ class VlmPerceptionNode(LifecycleNode):
             self.get_logger().info(
                 f"unconfigured, waiting for lifecycle transitions: "
                 f"ros2 lifecycle set {self.get_fully_qualified_name()} configure")
+        # Made last, so with autostart a client that sees the service finds the node active.
+        self._service = self.create_service(
+            QueryScene, "~/query", self._on_query,
+            qos_profile=QoSProfile(depth=SERVICE_QUEUE_DEPTH, reliability=ReliabilityPolicy.RELIABLE),
+            callback_group=MutuallyExclusiveCallbackGroup())
 
     # --- lifecycle -----------------------------------------------------------------
 
