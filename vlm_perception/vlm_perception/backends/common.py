@@ -12,6 +12,10 @@ import numpy as np
 
 from ..errors import BackendError, BackendLoadError
 
+# The yes/no question generative and remote backends score presence with; {} is the phrase.
+# "any" reads right for singular, plural and mass nouns (the query parser drops articles).
+YES_NO_PROMPT = "Is there any {} in the image? Answer yes or no."
+
 if TYPE_CHECKING:  # torch is imported lazily: the remote backend does not need it
     import torch
 

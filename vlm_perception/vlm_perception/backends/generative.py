@@ -64,10 +64,10 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_
 from ..errors import BackendError, BackendLoadError
 from .base import Detection
 from .caching import FrameCache, PhraseCache
-from .common import check_image, first_line, load_pretrained, option, reject_unknown, resolve_device
+from .common import YES_NO_PROMPT, check_image, first_line, load_pretrained, option, reject_unknown, resolve_device
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
-DEFAULT_PRESENCE_PROMPT = "Is there any {} in the image? Answer yes or no."
+DEFAULT_PRESENCE_PROMPT = YES_NO_PROMPT
 PHRASE_CACHE_SIZE = 1024
 YES_WORDS, NO_WORDS = ("Yes", "yes"), ("No", "no")
 # Stands in for the question while the chat template is split into head and tail;

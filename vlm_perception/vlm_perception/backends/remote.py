@@ -43,9 +43,9 @@ import numpy as np
 from ..errors import BackendError, BackendLoadError
 from .base import Detection
 from .caching import FrameCache
-from .common import check_image, option, reject_unknown
+from .common import YES_NO_PROMPT, check_image, option, reject_unknown
 
-DEFAULT_PRESENCE_PROMPT = "Is there {} in this image? Answer yes or no."
+DEFAULT_PRESENCE_PROMPT = YES_NO_PROMPT
 TOP_LOGPROBS = 5
 BACKOFF_S = 0.25  # first retry's wait; doubles on each further retry
 ERROR_BODY_CHARS = 200  # how much of a non-JSON error body a message quotes
