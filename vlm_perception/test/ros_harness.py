@@ -226,12 +226,13 @@ def wait_answerable(client: TestClient, rgb: np.ndarray) -> Image:
     raise AssertionError("node never answered from a published frame")
 
 
-def start(params: dict, **client_kwargs: Any) -> tuple[NodeProcess, TestClient]:
-    """The node process and a connected test client; fails with the node's output if it never serves."""
+def start(params: dict, timeout: float = 60.0, **client_kwargs: Any) -> tuple[NodeProcess, TestClient]:
+    """The node process and a connected test client; fails with the node's output if it never serves
+    within `timeout` seconds (model loading included)."""
     namespace = f"t{uuid.uuid4().hex[:8]}"
     node = NodeProcess(namespace, params)
     client = TestClient(node.prefix, **client_kwargs)
-    if not wait_until(lambda: node.process.poll() is not None or client.wait_for_service(0.2), 60.0) \
+    if not wait_until(lambda: node.process.poll() is not None or client.wait_for_service(0.2), timeout) \
             or node.process.poll() is not None:
         client.close()
         node.stop()

