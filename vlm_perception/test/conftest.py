@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 # Nothing in the tests may reach a model hub; set before transformers reads it.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Caches the tests fill (the offline backend's class embeddings) stay out of the user's home.
+os.environ.setdefault("XDG_CACHE_HOME", tempfile.mkdtemp(prefix="vlm-perception-test-cache-"))
 
 from tiny_models import save_tiny_owl  # noqa: E402  (after the offline switch)
 

@@ -16,6 +16,7 @@ from skimage import data as skimage_data
 
 from vlm_perception.backends import create_backend
 from vlm_perception.backends.base import default_threshold
+from vlm_perception.backends.imagenet_vocab import cached_text_embeddings, embedding_cache_dir
 from vlm_perception.backends.offline import MERGE_SHARE, OfflineBackend, merged_box, view_squares
 from vlm_perception.engine import PerceptionEngine
 from vlm_perception.errors import BackendError, BackendLoadError
@@ -270,3 +271,40 @@ def test_box_without_grid_is_the_whole_frame_view() -> None:
     views = view_squares(300, 400, 1).astype(float)
 
     assert merged_box(views, np.array([0.7])) == tuple(float(v) for v in views[0])
+
+
+class FakeEmbedder:
+    """Counts embed() calls; vectors derived from the text so results can be compared."""
+
+    def __init__(self, dim: int = 4) -> None:
+        self.calls = 0
+        self.device = torch.device("cpu")
+        self.model = type("M", (), {"config": type("C", (), {"hidden_size": dim})()})()
+
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        self.calls += 1
+        return torch.tensor([[len(t), t.count("a"), 1.0, float(i)] for i, t in enumerate(texts)])
+
+
+def test_class_text_embeddings_are_kept_on_disk_between_loads(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    embedder = FakeEmbedder()
+    first = cached_text_embeddings(embedder, ["tabby", "tiger cat"])
+    again = cached_text_embeddings(embedder, ["tabby", "tiger cat"])
+    assert embedder.calls == 1 and torch.equal(first, again)
+    assert len(list(embedding_cache_dir().glob("*.npy"))) == 1
+    cached_text_embeddings(embedder, ["tabby", "espresso"])  # other texts: another file
+    assert embedder.calls == 2 and len(list(embedding_cache_dir().glob("*.npy"))) == 2
+
+
+def test_damaged_or_unwritable_embedding_cache_is_recomputed(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    embedder = FakeEmbedder()
+    expected = cached_text_embeddings(embedder, ["tabby"])
+    [path] = embedding_cache_dir().glob("*.npy")
+    path.write_bytes(b"not an array")
+    assert torch.equal(cached_text_embeddings(embedder, ["tabby"]), expected) and embedder.calls == 2
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache directory would go")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    assert torch.equal(cached_text_embeddings(embedder, ["tabby"]), expected) and embedder.calls == 3

