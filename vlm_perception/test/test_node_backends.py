@@ -83,6 +83,11 @@ def test_remote_node_scores_from_the_server_and_survives_its_failures(ros):
         assert request.body["model"] == "served-vlm" and "cup" in request.prompt
         assert request.image.shape == (120, 160, 3)
 
+        server.reply = lambda request: (200, completion("Two apples and a banana."))
+        described = client.query("what is in the bin?")
+        assert described.success and described.answer == "Two apples and a banana."
+        assert server.requests[-1].prompt == "what is in the bin?"
+
         server.reply = lambda request: (503, {"error": {"message": "model is loading"}})
         failed = client.query("is there a bottle?")
         assert not failed.success and "HTTP 503" in failed.message and "model is loading" in failed.message
