@@ -32,10 +32,10 @@ TS = jazzy_typestore(installed_msg_types())
 T = TS.types
 
 
-def _header(frame: int) -> Any:
+def _header(frame: int, frame_id: str = "camera_color_optical_frame") -> Any:
     stamp_ns = T0_NS + frame * PERIOD_NS
     stamp = T["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
-    return T["std_msgs/msg/Header"](stamp=stamp, frame_id="camera_color_optical_frame")
+    return T["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
 
 
 def _visible(frame: int) -> dict[str, bool]:
@@ -234,3 +234,28 @@ def test_choosing_one_of_two_cameras_and_a_missing_bag(tmp_path, capsys):
     assert report.main([str(bag), "--out", str(tmp_path / "out"), "--image-topic", topics[1]]) == 0
     assert report.main([str(tmp_path / "nothing")]) == 1
     assert f"cannot read {tmp_path / 'nothing'}" in capsys.readouterr().err
+
+
+def test_a_multi_camera_run_reports_only_the_chosen_camera(tmp_path, capsys):
+    """A node with cameras [left, right] publishes ~/left/presence and ~/right/presence."""
+    bag = tmp_path / "run"
+    with Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        for side, query in (("left", "apple"), ("right", "cup")):
+            image = writer.add_connection(f"/{side}/color/image_raw", "sensor_msgs/msg/Image", typestore=TS)
+            presence = writer.add_connection(f"/vlm_perception/{side}/presence", PRESENCE_TYPE, typestore=TS)
+            for frame in range(FRAMES):
+                header = _header(frame, f"{side}_optical")
+                msg = _image(frame)
+                msg.header = header
+                writer.write(image, T0_NS + frame * PERIOD_NS, TS.serialize_cdr(msg, msg.__msgtype__))
+                result = T["vlm_perception_msgs/msg/ObjectPresence"](
+                    header=header, query=query, present=True, confidence=0.9, threshold=0.1, count=1)
+                out = T[PRESENCE_TYPE](header=header, results=[result], backend="owlv2", inference_ms=1.0)
+                writer.write(presence, T0_NS + frame * PERIOD_NS + 1, TS.serialize_cdr(out, PRESENCE_TYPE))
+    run = report.load(bag, "/right/color/image_raw")
+    assert run.queries == ["cup"] and run.presence_topics == ["/vlm_perception/right/presence"]
+    assert len(run.outputs) == FRAMES
+    assert report.main([str(bag), "--out", str(tmp_path / "out"), "--image-topic", "/left/color/image_raw"]) == 0
+    printed = capsys.readouterr().out
+    assert "/vlm_perception/left/presence" in printed and "/vlm_perception/right/presence" not in printed
+    assert "apple" in printed and "cup" not in printed

@@ -154,6 +154,20 @@ def _image_topic(bag: Path, topics: dict[str, str], requested: str | None) -> st
     return choices[0]
 
 
+def _of_camera(outputs: list[tuple[str, PresenceOutput]], frames: list[FrameKey],
+               presence_topics: list[str]) -> tuple[list[PresenceOutput], list[str]]:
+    """The outputs about the chosen camera: a multi-camera node publishes one ~/<camera>/presence each.
+
+    Outputs carry their source header, so the camera's frame_id tells them apart; when no
+    output has it (the frames were re-stamped or re-framed), everything is kept.
+    """
+    frame_ids = {frame_id for _, frame_id in frames}
+    mine = [(topic, output) for topic, output in outputs if output.key[1] in frame_ids]
+    if not mine:
+        return [output for _, output in outputs], presence_topics
+    return [output for _, output in mine], sorted({topic for topic, _ in mine})
+
+
 def load(bag: Path, image_topic: str | None = None) -> Run:
     """Frames and outputs of a recorded run (no pixels: see load_images)."""
     with _open_bag(bag) as reader:
@@ -174,7 +188,7 @@ def load(bag: Path, image_topic: str | None = None) -> Run:
             or (c.topic.endswith("/grasp_targets") and c.msgtype == GRASP_TYPE)
         ]
         frames: list[FrameKey] = []
-        outputs: list[PresenceOutput] = []
+        outputs: list[tuple[str, PresenceOutput]] = []  # with the topic each came on
         targets: dict[FrameKey, list[Target]] = {}
         for connection, _, raw in reader.messages(connections=connections):
             msg = typestore.deserialize_cdr(raw, connection.msgtype)
@@ -186,7 +200,7 @@ def load(bag: Path, image_topic: str | None = None) -> Run:
                     r.query: Presence(bool(r.present), float(r.confidence), float(r.threshold))
                     for r in msg.results
                 }
-                outputs.append(PresenceOutput(key, results))
+                outputs.append((connection.topic, PresenceOutput(key, results)))
             else:
                 frame_targets = targets.setdefault(key, [])
                 for t in msg.targets:
@@ -202,6 +216,7 @@ def load(bag: Path, image_topic: str | None = None) -> Run:
         )
     if not frames:
         raise ReportError(f"no frames on {topic} in {bag}; pass the camera input with --image-topic")
+    outputs, presence_topics = _of_camera(outputs, frames, presence_topics)
     queries = list(dict.fromkeys(query for output in outputs for query in output.results))
     if not queries:
         raise ReportError(
