@@ -214,9 +214,9 @@ class VlmPerceptionNode(LifecycleNode):
         def guarded(request: Any, response: Any) -> Any:
             state = self._state_machine.current_state[1]
             allowed = {(t[0], t[1]) for t in self._state_machine.available_transitions}
-            wanted = request.transition.label or str(request.transition.id)
-            if not any(request.transition.label == label if request.transition.label else request.transition.id == tid
-                       for tid, label in allowed):
+            by_label = bool(request.transition.label)
+            wanted = request.transition.label if by_label else str(request.transition.id)
+            if not any((label if by_label else str(tid)) == wanted for tid, label in allowed):
                 self.get_logger().warning(
                     f"transition '{wanted}' refused: not possible in state '{state}'; possible now: "
                     f"{', '.join(sorted(label for _, label in allowed)) or 'none'}")
