@@ -33,13 +33,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may come from a mod
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "vlm_perception"), str(ROOT / "vlm_perception" / "test")]
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from PIL import Image  # noqa: E402
 from transformers import CLIPConfig, pipeline  # noqa: E402
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil  # noqa: E402
 
+from bench_support import camera_frame, new_frame, timed  # noqa: E402
 from tiny_clip import save_clip  # noqa: E402
 from vlm_perception.backends.clip import DEFAULT_NEGATIVES, DEFAULT_TEMPLATES, ClipBackend  # noqa: E402
 from vlm_perception.errors import BackendLoadError  # noqa: E402
@@ -62,30 +62,6 @@ def parse_args() -> argparse.Namespace:
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     return args
-
-
-def camera_frame(seed: int) -> np.ndarray:
-    """A 640x480 image with shading, structure and noise, different for each seed."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:480, 0:640].astype(np.float32)
-    fx, fy, phase = rng.uniform(20, 60), rng.uniform(20, 60), rng.uniform(0, 2 * np.pi)
-    smooth = np.stack([x / 640, y / 480, (np.sin(x / fx + phase) * np.cos(y / fy) + 1) / 2], axis=-1) * 200
-    return (smooth + rng.normal(0, 20, smooth.shape)).clip(0, 255).astype(np.uint8)
-
-
-def new_frame(pixels: np.ndarray) -> np.ndarray:
-    """A new read-only array, as the engine hands over each new frame."""
-    frame = pixels.copy()
-    frame.flags.writeable = False
-    return frame
-
-
-def timed(run: Callable[[], object], device: torch.device) -> float:
-    start = time.perf_counter()
-    run()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 def main() -> int:

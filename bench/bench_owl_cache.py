@@ -22,18 +22,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may come from a model hub
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "vlm_perception"), str(ROOT / "vlm_perception" / "test")]
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import Owlv2Config  # noqa: E402
 
+from bench_support import camera_frame, new_frame, timed  # noqa: E402
 from tiny_models import save_owl  # noqa: E402
 from vlm_perception.backends.owl import Owlv2Backend  # noqa: E402
 from vlm_perception.errors import BackendLoadError  # noqa: E402
@@ -51,29 +50,6 @@ def parse_args() -> argparse.Namespace:
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     return args
-
-
-def test_frame() -> np.ndarray:
-    """A 640x480 image with smooth structure and noise, like a camera frame more than pure noise."""
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:480, 0:640].astype(np.float32)
-    smooth = np.stack([x / 640, y / 480, (np.sin(x / 40) * np.cos(y / 30) + 1) / 2], axis=-1) * 200
-    return (smooth + rng.normal(0, 20, smooth.shape)).clip(0, 255).astype(np.uint8)
-
-
-def new_frame(pixels: np.ndarray) -> np.ndarray:
-    """A new read-only array, as the engine hands over each new frame."""
-    frame = pixels.copy()
-    frame.flags.writeable = False
-    return frame
-
-
-def timed(run: Callable[[], object], device: torch.device) -> float:
-    start = time.perf_counter()
-    run()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 def main() -> int:
@@ -98,7 +74,7 @@ def main() -> int:
     print(f"model: OWLv2 base, random weights, {vision.image_size} px, patch {vision.patch_size}, "
           f"{sum(p.numel() for p in backend.model.parameters()) / 1e6:.0f}M parameters; loaded in {load_s:.1f} s")
 
-    pixels = test_frame()
+    pixels = camera_frame(0)
     with torch.inference_mode():
         pixel_values = backend._preprocess(pixels)
     tokens = [backend.tokenizer([p], padding="max_length", truncation=True, max_length=16, return_tensors="pt")
