@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from backend_probes import CallCounter, frame
 from tiny_clip import MAX_TEXT_TOKENS, SIGLIP_LOGIT_BIAS, SIGLIP_LOGIT_SCALE, save_tiny_clip
 from vlm_perception.backends.base import Detection, default_threshold, localizes
 from vlm_perception.backends.clip import DEFAULT_TEMPLATES, ClipBackend
@@ -36,30 +37,8 @@ def clip(model_dirs: dict[str, Path]) -> ClipBackend:
     return ClipBackend(model_path=str(model_dirs["clip"]), device="cpu")
 
 
-def frame(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A read-only random RGB image, as the engine hands frames over."""
-    image = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    image.flags.writeable = False
-    return image
-
-
 def scores(backend: ClipBackend, image: np.ndarray, labels: list[str]) -> dict[str, float]:
     return {d.label: d.score for d in backend.detect(image, labels)}
-
-
-class CallCounter:
-    """Counts real forward calls of a module and the batch size of each."""
-
-    def __init__(self, module: torch.nn.Module) -> None:
-        self.batches: list[int] = []
-        self._handle = module.register_forward_hook(self._hook, with_kwargs=True)
-
-    def _hook(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: object) -> None:
-        first = args[0] if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor))
-        self.batches.append(first.shape[0])
-
-    def remove(self) -> None:
-        self._handle.remove()
 
 
 @pytest.fixture
@@ -107,7 +86,7 @@ def test_inference_failure_is_a_backend_error(clip: ClipBackend, monkeypatch: py
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(clip.model, "get_image_features", out_of_memory)
-    with pytest.raises(BackendError, match="clip inference failed on a 40x30 image: out of memory"):
+    with pytest.raises(BackendError, match="clip inference failed on a 40x30 image: RuntimeError: out of memory"):
         clip.detect(frame(30, 40), ["cat"])
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from backend_probes import frame
 from tiny_generative import save_tiny_idefics3, save_tiny_llava
 from vlm_perception.backends.generative import DEFAULT_PRESENCE_PROMPT, GenerativeBackend
 from vlm_perception.backends.registry import create_backend
@@ -44,13 +45,6 @@ def family_dir(request: pytest.FixtureRequest, model_dir: Path, idefics3_dir: Pa
 def backend(model_dir: Path) -> GenerativeBackend:
     # Device auto: CUDA where there is one. Few new tokens keep answers fast.
     return GenerativeBackend(model_path=str(model_dir), max_new_tokens=8)
-
-
-def frame(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A read-only random RGB image, as the engine hands frames over."""
-    image = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    image.flags.writeable = False
-    return image
 
 
 def ids(backend: GenerativeBackend, tokens: Sequence[str]) -> list[int]:

@@ -14,6 +14,7 @@ import pytest
 import torch
 from skimage import data as skimage_data
 
+from backend_probes import CallCounter
 from vlm_perception.backends import create_backend
 from vlm_perception.backends.base import default_threshold
 from vlm_perception.backends.imagenet_vocab import cached_text_embeddings, embedding_cache_dir
@@ -55,31 +56,16 @@ def evaluate(backend: OfflineBackend, image: np.ndarray, phrases: list[str]) -> 
     return {p.query: p for p in result.presence}
 
 
-class ForwardCounter:
-    """Batch sizes of a module's forward calls."""
-
-    def __init__(self, module: torch.nn.Module) -> None:
-        self.batches: list[int] = []
-        self._handle = module.register_forward_hook(self._hook, with_kwargs=True)
-
-    def _hook(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: object) -> None:
-        first = args[0] if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor))
-        self.batches.append(first.shape[0])
-
-    def remove(self) -> None:
-        self._handle.remove()
-
-
 @pytest.fixture
-def classifier_calls(backend: OfflineBackend) -> Iterator[ForwardCounter]:
-    counter = ForwardCounter(backend.classifier)
+def classifier_calls(backend: OfflineBackend) -> Iterator[CallCounter]:
+    counter = CallCounter(backend.classifier)
     yield counter
     counter.remove()
 
 
 @pytest.fixture
-def text_calls(backend: OfflineBackend) -> Iterator[ForwardCounter]:
-    counter = ForwardCounter(backend.vocabulary.embedder.model)
+def text_calls(backend: OfflineBackend) -> Iterator[CallCounter]:
+    counter = CallCounter(backend.vocabulary.embedder.model)
     yield counter
     counter.remove()
 
@@ -154,7 +140,7 @@ def test_phrase_outside_the_vocabulary_scores_zero_without_box(backend: OfflineB
 # caching
 
 
-def test_one_batched_forward_per_frame(backend: OfflineBackend, classifier_calls: ForwardCounter,
+def test_one_batched_forward_per_frame(backend: OfflineBackend, classifier_calls: CallCounter,
                                        chelsea: np.ndarray) -> None:
     frame = read_only(chelsea)
     first = backend.detect(frame, ["cat"])
@@ -165,7 +151,7 @@ def test_one_batched_forward_per_frame(backend: OfflineBackend, classifier_calls
     assert classifier_calls.batches == [1 + backend.grid ** 2]
 
 
-def test_writeable_frames_are_not_cached(backend: OfflineBackend, classifier_calls: ForwardCounter,
+def test_writeable_frames_are_not_cached(backend: OfflineBackend, classifier_calls: CallCounter,
                                          chelsea: np.ndarray) -> None:
     frame = chelsea.copy()
     backend.detect(frame, ["cat"])
@@ -174,7 +160,7 @@ def test_writeable_frames_are_not_cached(backend: OfflineBackend, classifier_cal
     assert len(classifier_calls.batches) == 2
 
 
-def test_phrases_are_embedded_once(backend: OfflineBackend, text_calls: ForwardCounter,
+def test_phrases_are_embedded_once(backend: OfflineBackend, text_calls: CallCounter,
                                    coffee: np.ndarray) -> None:
     backend.detect(coffee, ["a saucer", "a spoon"])
     backend.detect(coffee, ["a spoon", "a saucer"])
@@ -196,7 +182,7 @@ def test_inference_failure_is_a_backend_error(backend: OfflineBackend, monkeypat
         raise RuntimeError("CUDA out of memory")
 
     monkeypatch.setattr(backend, "classifier", out_of_memory)
-    with pytest.raises(BackendError, match="offline inference failed on a 40x30 image: CUDA out of memory"):
+    with pytest.raises(BackendError, match="offline inference failed on a 40x30 image: RuntimeError: CUDA out of memory"):
         backend.detect(np.zeros((30, 40, 3), dtype=np.uint8), ["cat"])
 
 

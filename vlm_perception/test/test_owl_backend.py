@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from backend_probes import CallCounter, frame
 from vlm_perception.backends.base import Detection
 from vlm_perception.backends.caching import FrameCache, PhraseCache
 from vlm_perception.backends.owl import OwlBackend, Owlv2Backend, OwlVitBackend, boxes_to_pixels, nms
@@ -25,28 +26,6 @@ def model_dirs(tiny_owl_model_dir: Path, tiny_owlvit_model_dir: Path) -> dict[st
 @pytest.fixture(params=FAMILIES)
 def backend(request: pytest.FixtureRequest, model_dirs: dict[str, Path]) -> OwlBackend:
     return OwlBackend(request.param, model_path=str(model_dirs[request.param]), device="cpu")
-
-
-def frame(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A read-only random RGB image, as the engine hands frames over."""
-    image = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    image.flags.writeable = False
-    return image
-
-
-class CallCounter:
-    """Counts real forward calls of a module and the batch size of each."""
-
-    def __init__(self, module: torch.nn.Module) -> None:
-        self.batches: list[int] = []
-        self._handle = module.register_forward_hook(self._hook, with_kwargs=True)
-
-    def _hook(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: object) -> None:
-        first = args[0] if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor))
-        self.batches.append(first.shape[0])
-
-    def remove(self) -> None:
-        self._handle.remove()
 
 
 @pytest.fixture

@@ -54,10 +54,10 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
-from ..errors import BackendError, BackendLoadError
+from ..errors import BackendLoadError
 from .base import Detection
 from .caching import FrameCache, PhraseCache
-from .common import check_image, first_line, load_pretrained, option, reject_unknown, resolve_device
+from .common import asked_phrases, first_line, inference, load_pretrained, option, reject_unknown, resolve_device
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 PHRASE_CACHE_SIZE = 1024
@@ -156,18 +156,13 @@ class ClipBackend:
 
         Pass the same read-only array again to reuse the frame's image features.
         """
-        check_image(image)
-        phrases = list(dict.fromkeys(labels))
+        phrases = asked_phrases(image, labels)
         if not phrases:
             return []
-        try:
-            with torch.inference_mode():
-                image_embed = self._frames.get_or_compute(image, self._encode_frame)
-                phrase_embeds = torch.stack(self._phrases.get_many(phrases, self._embed_phrases))
-                scores = self._scores(image_embed, phrase_embeds).float().cpu().numpy()
-        except RuntimeError as exc:  # includes out-of-memory
-            height, width = image.shape[:2]
-            raise BackendError(f"{self.family} inference failed on a {width}x{height} image: {exc}") from exc
+        with inference(self.family, image):
+            image_embed = self._frames.get_or_compute(image, self._encode_frame)
+            phrase_embeds = torch.stack(self._phrases.get_many(phrases, self._embed_phrases))
+            scores = self._scores(image_embed, phrase_embeds).float().cpu().numpy()
         return [Detection(phrase, float(score), None) for phrase, score in zip(phrases, scores)]
 
     def clear_caches(self) -> None:

@@ -6,7 +6,8 @@ backends report the same problems with the same words.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, TypeVar
 
 import numpy as np
 
@@ -64,6 +65,25 @@ def check_image(image: Any) -> None:
             and image.shape[2] == 3 and image.shape[0] > 0 and image.shape[1] > 0):
         got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
         raise BackendError(f"expected an RGB uint8 image of shape (H, W, 3), got {got}")
+
+
+def asked_phrases(image: Any, labels: Sequence[str]) -> list[str]:
+    """The distinct labels in the order asked, after check_image (BackendError for a bad image)."""
+    check_image(image)
+    return list(dict.fromkeys(labels))
+
+
+@contextmanager
+def inference(family: str, image: np.ndarray, errors: tuple[type[Exception], ...] = (RuntimeError,)) -> Iterator[None]:
+    """torch.inference_mode, with `errors` (out of memory included) raised as BackendError naming the image."""
+    import torch
+
+    try:
+        with torch.inference_mode():
+            yield
+    except errors as exc:
+        height, width = image.shape[:2]
+        raise BackendError(f"{family} inference failed on a {width}x{height} image: {first_line(exc)}") from exc
 
 
 def first_line(exc: Optional[BaseException]) -> str:

@@ -64,10 +64,15 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_
 from ..errors import BackendError, BackendLoadError
 from .base import Detection
 from .caching import FrameCache, PhraseCache
-from .common import YES_NO_PROMPT, check_image, first_line, load_pretrained, option, reject_unknown, resolve_device
+from .common import (
+    YES_NO_PROMPT, asked_phrases, check_image, first_line, inference, load_pretrained, option, reject_unknown,
+    resolve_device,
+)
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
 DEFAULT_PRESENCE_PROMPT = YES_NO_PROMPT
+# Out of memory and the like (RuntimeError); processors reject odd inputs with ValueError.
+INFERENCE_ERRORS = (RuntimeError, ValueError)
 PHRASE_CACHE_SIZE = 1024
 YES_WORDS, NO_WORDS = ("Yes", "yes"), ("No", "no")
 # Stands in for the question while the chat template is split into head and tail;
@@ -143,36 +148,29 @@ class GenerativeBackend:
 
         Pass the same read-only array again to reuse the frame's preprocessing and head.
         """
-        check_image(image)
-        phrases = list(dict.fromkeys(labels))
+        phrases = asked_phrases(image, labels)
         if not phrases:
             return []
-        try:
+        with inference("generative", image, INFERENCE_ERRORS):
             tails = self._tails.get_many(phrases, self._presence_tails)
-            with torch.inference_mode():
-                frame = self._frames.get_or_compute(image, self._encode_frame)
-                scores = self._score(frame, tails)
-        except (RuntimeError, ValueError) as exc:  # includes out-of-memory and processor errors
-            raise self._inference_error(image, exc) from exc
+            frame = self._frames.get_or_compute(image, self._encode_frame)
+            scores = self._score(frame, tails)
         return [Detection(phrase, float(score), None) for phrase, score in zip(phrases, scores)]
 
     def answer(self, image: np.ndarray, question: str) -> str:
         """The model's greedy answer to `question` about the image, at most max_new_tokens tokens."""
         check_image(image)
-        try:
+        with inference("generative", image, INFERENCE_ERRORS):
             tail = self._tail_ids(question)
-            with torch.inference_mode():
-                frame = self._frames.get_or_compute(image, self._encode_frame)
-                head_ids = frame.inputs["input_ids"]
-                input_ids = torch.cat([head_ids, torch.tensor([tail], device=self.device)], dim=1)
-                # The head's KV cache stands for the head tokens, so generate() runs only the tail.
-                output = self.model.generate(
-                    input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                    max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1, pad_token_id=self._pad_id,
-                    **{self._cache_name: self._head_cache(frame, copies=1)},
-                )
-        except (RuntimeError, ValueError) as exc:
-            raise self._inference_error(image, exc) from exc
+            frame = self._frames.get_or_compute(image, self._encode_frame)
+            head_ids = frame.inputs["input_ids"]
+            input_ids = torch.cat([head_ids, torch.tensor([tail], device=self.device)], dim=1)
+            # The head's KV cache stands for the head tokens, so generate() runs only the tail.
+            output = self.model.generate(
+                input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1, pad_token_id=self._pad_id,
+                **{self._cache_name: self._head_cache(frame, copies=1)},
+            )
         return self.tokenizer.decode(output[0, input_ids.shape[1]:], skip_special_tokens=True).strip()
 
     def clear_caches(self) -> None:
@@ -308,11 +306,6 @@ class GenerativeBackend:
         log_yes = torch.logsumexp(last[:, self.yes_ids], dim=-1)
         log_no = torch.logsumexp(last[:, self.no_ids], dim=-1)
         return torch.sigmoid(log_yes - log_no).cpu()
-
-    def _inference_error(self, image: np.ndarray, exc: Exception) -> BackendError:
-        height, width = image.shape[:2]
-        return BackendError(f"generative inference failed on a {width}x{height} image: {first_line(exc)}")
-
 
 def _is_prompt_template(text: str) -> bool:
     return text.count("{}") == 1 and "{" not in text.replace("{}", "") and "}" not in text.replace("{}", "")

@@ -18,10 +18,10 @@ import cv2
 import numpy as np
 import torch
 
-from ..errors import BackendError, BackendLoadError
+from ..errors import BackendLoadError
 from .base import Box, Detection
 from .caching import FrameCache
-from .common import check_image, first_line, option, reject_unknown, resolve_device
+from .common import asked_phrases, first_line, inference, option, reject_unknown, resolve_device
 from .imagenet_vocab import INSTALL_ADVICE, ClassMatch, ImageNetVocabulary, SentenceEmbedder
 
 INPUT_SIZE = 224  # EfficientNet-Lite0's resolution; the converted network's "same" padding is fixed to it
@@ -114,17 +114,12 @@ class OfflineBackend:
 
         Pass the same read-only array again to reuse the frame's class probabilities.
         """
-        check_image(image)
-        phrases = list(dict.fromkeys(labels))
+        phrases = asked_phrases(image, labels)
         if not phrases:
             return []
-        try:
-            with torch.inference_mode():
-                frame = self._frames.get_or_compute(image, self._classify)
-                matches = self.vocabulary.match(phrases)
-        except RuntimeError as exc:  # includes out-of-memory
-            height, width = image.shape[:2]
-            raise BackendError(f"offline inference failed on a {width}x{height} image: {exc}") from exc
+        with inference("offline", image):
+            frame = self._frames.get_or_compute(image, self._classify)
+            matches = self.vocabulary.match(phrases)
         detections = [self._detection(phrase, classes, frame) for phrase, classes in zip(phrases, matches)]
         detections.sort(key=lambda d: d.score, reverse=True)
         return detections

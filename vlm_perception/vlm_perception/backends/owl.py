@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoProcessor, Owlv2ForObjectDetection, OwlViTForObjectDetection
 
-from ..errors import BackendError, BackendLoadError
+from ..errors import BackendLoadError
 from .base import Detection
 from .caching import FrameCache, PhraseCache
-from .common import check_image, load_pretrained, option, reject_unknown, resolve_device
+from .common import asked_phrases, inference, load_pretrained, option, reject_unknown, resolve_device
 
 PHRASE_CACHE_SIZE = 1024
 PAD_VALUE = 0.5  # OWLv2 pads with gray after rescaling to 0..1, as the original implementation does
@@ -97,18 +97,13 @@ class OwlBackend:
 
         Pass the same read-only array again to reuse the frame's image features.
         """
-        check_image(image)
-        phrases = list(dict.fromkeys(labels))
+        phrases = asked_phrases(image, labels)
         if not phrases:
             return []
-        try:
-            with torch.inference_mode():
-                frame = self._frames.get_or_compute(image, self._encode_frame)
-                queries = torch.stack(self._phrases.get_many(phrases, self._embed_phrases))
-                logits = self._class_logits(frame.image_feats, queries)
-        except RuntimeError as exc:  # includes out-of-memory
-            height, width = image.shape[:2]
-            raise BackendError(f"{self.family} inference failed on a {width}x{height} image: {exc}") from exc
+        with inference(self.family, image):
+            frame = self._frames.get_or_compute(image, self._encode_frame)
+            queries = torch.stack(self._phrases.get_many(phrases, self._embed_phrases))
+            logits = self._class_logits(frame.image_feats, queries)
         scores = logits[0].sigmoid().float().cpu().numpy()  # (patches, phrases)
         detections: list[Detection] = []
         for column, phrase in enumerate(phrases):

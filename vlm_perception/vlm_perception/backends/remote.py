@@ -43,7 +43,7 @@ import numpy as np
 from ..errors import BackendError, BackendLoadError
 from .base import Detection
 from .caching import FrameCache
-from .common import YES_NO_PROMPT, check_image, option, reject_unknown
+from .common import YES_NO_PROMPT, asked_phrases, check_image, option, reject_unknown
 
 DEFAULT_PRESENCE_PROMPT = YES_NO_PROMPT
 TOP_LOGPROBS = 5
@@ -120,8 +120,7 @@ class RemoteBackend:
 
         Pass the same read-only array again to reuse its JPEG and the scores already asked.
         """
-        check_image(image)
-        phrases = list(dict.fromkeys(labels))
+        phrases = asked_phrases(image, labels)
         if not phrases:
             return []
         frame = self._frames.get_or_compute(image, self._encode)
