@@ -42,7 +42,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 from bench_support import camera_frame, new_frame, timed  # noqa: E402
 from tiny_clip import save_clip  # noqa: E402
 from vlm_perception.backends.clip import DEFAULT_NEGATIVES, DEFAULT_TEMPLATES, ClipBackend  # noqa: E402
-from vlm_perception.errors import BackendLoadError  # noqa: E402
+from vlm_perception.core.errors import BackendLoadError  # noqa: E402
 
 PHRASES = ["person", "red cup", "laptop computer", "potted plant", "cardboard box", "banana", "screwdriver",
            "water bottle", "coffee mug", "pair of scissors"]

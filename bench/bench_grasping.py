@@ -20,7 +20,7 @@ sys.path[:0] = [str(ROOT / "vlm_perception"), str(ROOT / "vlm_perception" / "tes
 import numpy as np  # noqa: E402
 
 from test_grasping import Scene, matrix_from_quaternion, rot_x, rot_z  # noqa: E402
-from vlm_perception.grasping import CameraIntrinsics, compute_grasp, depth_to_metres  # noqa: E402
+from vlm_perception.core.grasping import CameraIntrinsics, compute_grasp, depth_to_metres  # noqa: E402
 
 TARGET_MS = 2.0
 K720 = CameraIntrinsics(fx=910.0, fy=910.0, cx=639.5, cy=359.5, width=1280, height=720)

@@ -27,7 +27,7 @@ from tiny_models import save_tiny_owl  # noqa: E402
 import rclpy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from vlm_perception.images import encode_image_fields  # noqa: E402
+from vlm_perception.core.images import encode_image_fields  # noqa: E402
 
 
 def process_cpu_s(pid: int) -> float:

@@ -35,7 +35,7 @@ from transformers import Owlv2Config  # noqa: E402
 from bench_support import camera_frame, new_frame, timed  # noqa: E402
 from tiny_models import save_owl  # noqa: E402
 from vlm_perception.backends.owl import Owlv2Backend  # noqa: E402
-from vlm_perception.errors import BackendLoadError  # noqa: E402
+from vlm_perception.core.errors import BackendLoadError  # noqa: E402
 
 PHRASES = ["a person", "a red cup", "a laptop computer", "a potted plant", "a cardboard box"]
 TARGET_SPEEDUP = 3.0

@@ -30,11 +30,11 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "vlm_perception_node = vlm_perception.node:main",
-            "vlm_perception_replay = vlm_perception.replay:main",
-            "vlm_perception_sample_bag = vlm_perception.sample_bag:main",
-            "vlm_perception_report = vlm_perception.report:main",
-            "vlm_perception_demo = vlm_perception.demo:main",
+            "vlm_perception_node = vlm_perception.ros.node:main",
+            "vlm_perception_replay = vlm_perception.bag.replay:main",
+            "vlm_perception_sample_bag = vlm_perception.bag.sample_bag:main",
+            "vlm_perception_report = vlm_perception.bag.report:main",
+            "vlm_perception_demo = vlm_perception.bag.demo:main",
         ],
     },
 )

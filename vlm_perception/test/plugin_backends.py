@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from vlm_perception.backends.base import Detection
-from vlm_perception.sample_bag import OBJECT_COLORS
+from vlm_perception.bag.sample_bag import OBJECT_COLORS
 
 COLORS = OBJECT_COLORS  # what vlm_perception_sample_bag draws, so replays can be scored
 FOUND_SCORE = 0.9

@@ -25,7 +25,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from vlm_perception_msgs.msg import GraspTargetArray, ObjectPresenceArray
 from vlm_perception_msgs.srv import QueryScene
 
-from vlm_perception.images import encode_image_fields
+from vlm_perception.core.images import encode_image_fields
 
 TEST_DIR = Path(__file__).resolve().parent
 

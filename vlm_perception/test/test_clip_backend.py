@@ -17,7 +17,7 @@ from tiny_clip import MAX_TEXT_TOKENS, SIGLIP_LOGIT_BIAS, SIGLIP_LOGIT_SCALE, sa
 from vlm_perception.backends.base import Detection, default_threshold, localizes
 from vlm_perception.backends.clip import DEFAULT_TEMPLATES, ClipBackend
 from vlm_perception.backends.registry import create_backend
-from vlm_perception.errors import BackendError, BackendLoadError
+from vlm_perception.core.errors import BackendError, BackendLoadError
 
 FAMILIES = ("clip", "siglip")
 

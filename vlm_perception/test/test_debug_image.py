@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from vlm_perception.debug_image import PALETTE, draw_detections, label_color
-from vlm_perception.engine import Presence, Target2D
+from vlm_perception.ros.debug_image import PALETTE, draw_detections, label_color
+from vlm_perception.core.engine import Presence, Target2D
 
 GREY = 90
 

@@ -8,8 +8,8 @@ import pytest
 from ros_harness import node_env, node_executable
 
 from vlm_perception.backends import offline
-from vlm_perception import demo as demo_module
-from vlm_perception.demo import DemoError, choose_backend
+from vlm_perception.bag import demo as demo_module
+from vlm_perception.bag.demo import DemoError, choose_backend
 
 pytestmark = pytest.mark.integration
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from vlm_perception.backends.base import Detection
-from vlm_perception.engine import PerceptionEngine, Presence, presence_answer
-from vlm_perception.errors import BackendError
+from vlm_perception.core.engine import PerceptionEngine, Presence, presence_answer
+from vlm_perception.core.errors import BackendError
 
 IMAGE = np.zeros((100, 200, 3), np.uint8)
 

@@ -2,7 +2,7 @@ import threading
 
 import numpy as np
 
-from vlm_perception.frames import LatestFrame
+from vlm_perception.core.frames import LatestFrame
 
 
 def test_keeps_only_the_newest_frame_and_converts_it_once():

@@ -18,8 +18,8 @@ from backend_probes import frame
 from tiny_generative import save_tiny_idefics3, save_tiny_llava
 from vlm_perception.backends.generative import DEFAULT_PRESENCE_PROMPT, GenerativeBackend
 from vlm_perception.backends.registry import create_backend
-from vlm_perception.engine import PerceptionEngine
-from vlm_perception.errors import BackendError, BackendLoadError
+from vlm_perception.core.engine import PerceptionEngine
+from vlm_perception.core.errors import BackendError, BackendLoadError
 
 YES_TOKENS = ("Yes", "yes", "ĠYes", "Ġyes")  # byte-level BPE writes a leading space as "Ġ"
 NO_TOKENS = ("No", "no", "ĠNo", "Ġno")

@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from vlm_perception.errors import GraspError
-from vlm_perception.grasping import (
+from vlm_perception.core.errors import GraspError
+from vlm_perception.core.grasping import (
     DEPTH_ENCODINGS,
     CameraIntrinsics,
     Grasp,
@@ -24,7 +24,7 @@ from vlm_perception.grasping import (
     no_pose,
     quaternion_from_matrix,
 )
-from vlm_perception.images import encode_image_fields
+from vlm_perception.core.images import encode_image_fields
 
 K640 = CameraIntrinsics(fx=600.0, fy=600.0, cx=319.5, cy=239.5, width=640, height=480)
 MARGIN = 0.01

@@ -4,7 +4,7 @@ import types
 import numpy as np
 import pytest
 
-from vlm_perception.health import (
+from vlm_perception.core.health import (
     CameraHealth,
     LatencyStats,
     Level,

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from vlm_perception.errors import ImageError
-from vlm_perception.images import (
+from vlm_perception.core.errors import ImageError
+from vlm_perception.core.images import (
     RAW_ENCODINGS,
     check_image_msg,
     compressed_msg_to_rgb8,

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from ament_index_python.packages import get_package_prefix, get_package_share_directory
 
-from vlm_perception.node_params import PARAMS
+from vlm_perception.ros.node_params import PARAMS
 
 LAUNCH_DIR = Path(__file__).resolve().parents[1] / "launch"
 DECLARED = {spec.name for spec in PARAMS} | {"use_sim_time"}  # rclpy declares use_sim_time itself

@@ -19,7 +19,7 @@ from tiny_generative import save_tiny_llava
 
 from sensor_msgs.msg import Image
 
-from vlm_perception.images import encode_image_fields
+from vlm_perception.core.images import encode_image_fields
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from sensor_msgs.msg import Image
 from vlm_perception_msgs.msg import ObjectPresenceArray, StandingQueries
 
-from vlm_perception.debug_image import label_color
-from vlm_perception.images import encode_image_fields, image_msg_to_array
+from vlm_perception.ros.debug_image import label_color
+from vlm_perception.core.images import encode_image_fields, image_msg_to_array
 
 pytestmark = pytest.mark.integration
 COLOR = "plugin_backends:ColorBackend"

@@ -16,7 +16,7 @@ from plugin_backends import paint
 from ros_harness import NodeProcess, now_stamp, start, wait_until
 from sensor_msgs.msg import CameraInfo, Image
 
-from vlm_perception.images import encode_image_fields
+from vlm_perception.core.images import encode_image_fields
 
 pytestmark = pytest.mark.integration
 WIDTH, HEIGHT, F, CX, CY = 640, 480, 600.0, 319.5, 239.5

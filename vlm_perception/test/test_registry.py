@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from vlm_perception.backends import create_backend
-from vlm_perception.errors import BackendLoadError
+from vlm_perception.core.errors import BackendLoadError
 
 
 def test_plugin_class_gets_common_and_extra_options():

@@ -18,8 +18,8 @@ from vlm_perception.backends import remote
 from vlm_perception.backends.base import Detection, default_threshold, localizes
 from vlm_perception.backends.registry import create_backend
 from vlm_perception.backends.remote import RemoteBackend
-from vlm_perception.engine import PerceptionEngine
-from vlm_perception.errors import BackendError, BackendLoadError
+from vlm_perception.core.engine import PerceptionEngine
+from vlm_perception.core.errors import BackendError, BackendLoadError
 
 @pytest.fixture
 def server() -> Iterator[FakeServer]:

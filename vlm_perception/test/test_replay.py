@@ -28,10 +28,10 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 
-from vlm_perception import replay, sample_bag
-from vlm_perception.bagfile import BagReader
-from vlm_perception.errors import ReplayError
-from vlm_perception.frames import stamp_to_ns
+from vlm_perception.bag import replay, sample_bag
+from vlm_perception.bag.bagfile import BagReader
+from vlm_perception.core.errors import ReplayError
+from vlm_perception.core.frames import stamp_to_ns
 
 pytestmark = pytest.mark.integration
 SECONDS, RATE_HZ = 3.0, 10.0

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from vlm_perception import report
-from vlm_perception.bagfile import installed_msg_types, jazzy_typestore
+from vlm_perception.bag import report
+from vlm_perception.bag.bagfile import installed_msg_types, jazzy_typestore
 
 WIDTH, HEIGHT = 64, 48
 T0_NS = 1_700_000_000_000_000_000

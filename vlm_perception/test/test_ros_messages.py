@@ -19,9 +19,9 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from std_msgs.msg import Header
 
-from vlm_perception import ros_messages
-from vlm_perception.engine import Target2D
-from vlm_perception.health import HealthStatus, Level
+from vlm_perception.ros import ros_messages
+from vlm_perception.core.engine import Target2D
+from vlm_perception.core.health import HealthStatus, Level
 
 
 @dataclass

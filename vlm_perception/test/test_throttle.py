@@ -1,9 +1,9 @@
-from vlm_perception.throttle import ProblemThrottle
+from vlm_perception.core.throttle import ProblemThrottle
 
 
 def test_new_problems_at_once_repeats_once_per_period(monkeypatch):
     clock = [100.0]
-    monkeypatch.setattr("vlm_perception.throttle.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("vlm_perception.core.throttle.time.monotonic", lambda: clock[0])
     emitted = []
     throttle = ProblemThrottle(emitted.append, period_s=5.0)
     throttle.warn("image", "frame is 5.1 s old")

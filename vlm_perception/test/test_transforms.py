@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from vlm_perception.transforms import quaternion_multiply, rotate, transform_pose
+from vlm_perception.core.transforms import quaternion_multiply, rotate, transform_pose
 
 QUARTER_TURN_Z = (0.0, 0.0, math.sin(math.pi / 4), math.cos(math.pi / 4))
 

@@ -54,7 +54,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
-from ..errors import BackendLoadError
+from ..core.errors import BackendLoadError
 from .base import Detection
 from .caching import FrameCache, PhraseCache
 from .common import asked_phrases, first_line, inference, load_pretrained, option, reject_unknown, resolve_device

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, T
 
 import numpy as np
 
-from ..errors import BackendError, BackendLoadError
+from ..core.errors import BackendError, BackendLoadError
 
 # The yes/no question generative and remote backends score presence with; {} is the phrase.
 # "any" reads right for singular, plural and mass nouns (the query parser drops articles).

@@ -61,7 +61,7 @@ from PIL import Image
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
-from ..errors import BackendError, BackendLoadError
+from ..core.errors import BackendError, BackendLoadError
 from .base import Detection
 from .caching import FrameCache, PhraseCache
 from .common import (

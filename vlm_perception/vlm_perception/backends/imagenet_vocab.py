@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from ..errors import BackendLoadError
+from ..core.errors import BackendLoadError
 from .caching import PhraseCache
 from .common import first_line
 

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..errors import BackendLoadError
+from ..core.errors import BackendLoadError
 from .base import Box, Detection
 from .caching import FrameCache
 from .common import asked_phrases, first_line, inference, option, reject_unknown, resolve_device

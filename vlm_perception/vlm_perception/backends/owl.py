@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoProcessor, Owlv2ForObjectDetection, OwlViTForObjectDetection
 
-from ..errors import BackendLoadError
+from ..core.errors import BackendLoadError
 from .base import Detection
 from .caching import FrameCache, PhraseCache
 from .common import asked_phrases, inference, load_pretrained, option, reject_unknown, resolve_device

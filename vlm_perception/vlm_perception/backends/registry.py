@@ -9,7 +9,7 @@ import importlib
 import inspect
 from typing import Any, Mapping
 
-from ..errors import BackendLoadError
+from ..core.errors import BackendLoadError
 from .base import Backend
 
 BUILTIN_BACKENDS: dict[str, str] = {

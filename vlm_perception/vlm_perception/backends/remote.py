@@ -40,7 +40,7 @@ from typing import Any, NoReturn, Optional, Sequence
 import cv2
 import numpy as np
 
-from ..errors import BackendError, BackendLoadError
+from ..core.errors import BackendError, BackendLoadError
 from .base import Detection
 from .caching import FrameCache
 from .common import YES_NO_PROMPT, asked_phrases, check_image, option, reject_unknown

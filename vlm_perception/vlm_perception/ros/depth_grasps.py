@@ -10,11 +10,11 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from . import images
-from .backends.base import Box
-from .errors import GraspError, VlmPerceptionError
-from .frames import StampedBuffer, StampedMsg
-from .grasping import DEPTH_ENCODINGS, CameraIntrinsics, Grasp, compute_grasp, depth_msg_to_metres, no_pose
+from ..core import images
+from ..backends.base import Box
+from ..core.errors import GraspError, VlmPerceptionError
+from ..core.frames import StampedBuffer, StampedMsg
+from ..core.grasping import DEPTH_ENCODINGS, CameraIntrinsics, Grasp, compute_grasp, depth_msg_to_metres, no_pose
 
 
 class DepthGrasper:

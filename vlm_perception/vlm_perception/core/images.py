@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
-from vlm_perception.errors import ImageError
+from vlm_perception.core.errors import ImageError
 
 
 class _Layout(NamedTuple):

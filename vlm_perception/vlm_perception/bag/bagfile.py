@@ -26,7 +26,7 @@ from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
-from .errors import ReplayError
+from ..core.errors import ReplayError
 
 if sys.version_info >= (3, 14):
     from compression import zstd

@@ -9,9 +9,9 @@ from std_msgs.msg import Header
 
 from vlm_perception_msgs.msg import GraspTarget, GraspTargetArray, ObjectPresence, ObjectPresenceArray
 
-from .engine import Presence, SceneResult, Target2D
-from .grasping import Grasp
-from .health import HealthStatus
+from ..core.engine import Presence, SceneResult, Target2D
+from ..core.grasping import Grasp
+from ..core.health import HealthStatus
 
 try:  # vision_msgs is not on PyPI; where it is installed, ~/detections is published too
     from vision_msgs.msg import BoundingBox2D, Detection2D, Detection2DArray, ObjectHypothesisWithPose

@@ -55,8 +55,8 @@ from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, W
 from rosbags.typesys import Stores, get_typestore
 from skimage import data as skimage_data
 
-from .errors import ReplayError
-from .images import encode_image_fields
+from ..core.errors import ReplayError
+from ..core.images import encode_image_fields
 
 COLOR_TOPIC = "/camera/color/image_raw"
 DEPTH_TOPIC = "/camera/depth/image_raw"

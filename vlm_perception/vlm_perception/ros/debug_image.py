@@ -14,7 +14,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .engine import Presence, Target2D
+from ..core.engine import Presence, Target2D
 
 Color = tuple[int, int, int]
 

@@ -16,13 +16,13 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from vlm_perception_msgs.msg import GraspTargetArray, ObjectPresenceArray
 
-from . import images
+from ..core import images
 from .depth_grasps import DepthGrasper
-from .errors import VlmPerceptionError
-from .frames import Frame, LatestFrame, stamp_to_ns
-from .health import CameraHealth
+from ..core.errors import VlmPerceptionError
+from ..core.frames import Frame, LatestFrame, stamp_to_ns
+from ..core.health import CameraHealth
 from .ros_messages import Detection2DArray
-from .throttle import ProblemThrottle
+from ..core.throttle import ProblemThrottle
 
 OUTPUT_DEPTH = 10
 

@@ -31,10 +31,10 @@ from rosbags.rosbag2 import Reader, ReaderError
 from rosbags.typesys import get_types_from_msg
 from rosbags.typesys.store import Typestore
 
-from vlm_perception.bagfile import MSGS_PACKAGE, installed_msg_types, jazzy_typestore
-from vlm_perception.errors import ImageError, ReportError
-from vlm_perception.frames import stamp_to_ns
-from vlm_perception.images import image_msg_to_rgb8
+from vlm_perception.bag.bagfile import MSGS_PACKAGE, installed_msg_types, jazzy_typestore
+from vlm_perception.core.errors import ImageError, ReportError
+from vlm_perception.core.frames import stamp_to_ns
+from vlm_perception.core.images import image_msg_to_rgb8
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 PRESENCE_TYPE = "vlm_perception_msgs/msg/ObjectPresenceArray"

@@ -36,22 +36,22 @@ from sensor_msgs.msg import Image
 from vlm_perception_msgs.msg import GraspTargetArray, ObjectPresenceArray, StandingQueries
 from vlm_perception_msgs.srv import QueryScene
 
-from . import images
-from .backends import create_backend
+from ..core import images
+from ..backends import create_backend
 from .camera_channel import CameraChannel
 from .debug_image import draw_detections
-from .engine import PerceptionEngine, SceneResult
-from .errors import BackendLoadError, ConfigurationError, VlmPerceptionError
-from .frames import stamp_to_ns
-from .grasping import no_pose
-from .health import LatencyStats, RateMeter, build_statuses, gpu_memory_mib
+from ..core.engine import PerceptionEngine, SceneResult
+from ..core.errors import BackendLoadError, ConfigurationError, VlmPerceptionError
+from ..core.frames import stamp_to_ns
+from ..core.grasping import no_pose
+from ..core.health import LatencyStats, RateMeter, build_statuses, gpu_memory_mib
 from .malloc_tuning import keep_frame_buffers_in_heap
 from .node_params import CHOICES, PARAMS, ParamSpec
 from .qos_check import QosChecker
-from .queries import normalize_phrases, parse_query
+from ..core.queries import normalize_phrases, parse_query
 from .ros_messages import Detection2DArray, detection_array_msg, diagnostic_array_msg, pose_outputs, scene_msgs
 from .target_frame import TargetFrameTransformer
-from .throttle import ProblemThrottle
+from ..core.throttle import ProblemThrottle
 
 DEFAULT_CAMERA = "default"
 CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # one topic-name token

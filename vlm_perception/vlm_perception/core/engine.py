@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .backends.base import Backend, Box, Detection, default_threshold, localizes
+from ..backends.base import Backend, Box, Detection, default_threshold, localizes
 from .errors import BackendError
 
 

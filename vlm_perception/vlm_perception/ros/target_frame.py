@@ -11,8 +11,8 @@ from geometry_msgs.msg import Point, Pose, PoseArray, Quaternion
 from rclpy.duration import Duration
 from rclpy.time import Time
 
-from .errors import ConfigurationError, VlmPerceptionError
-from .transforms import transform_pose
+from ..core.errors import ConfigurationError, VlmPerceptionError
+from ..core.transforms import transform_pose
 
 try:
     import tf2_ros

@@ -30,7 +30,7 @@ from rclpy.executors import SingleThreadedExecutor
 from vlm_perception_msgs.msg import ObjectPresenceArray
 from vlm_perception_msgs.srv import QueryScene
 
-from .errors import VlmPerceptionError
+from ..core.errors import VlmPerceptionError
 from .sample_bag import write_sample_bag
 
 NAMESPACE = "demo"
@@ -78,7 +78,7 @@ def choose_backend(args: argparse.Namespace) -> dict[str, str]:
     if available:
         print(f"demo: backend {args.backend} with {model} ({why})")
         return {"backend": args.backend, "model": model}
-    from .backends.offline import missing_modules
+    from ..backends.offline import missing_modules
 
     missing = missing_modules()
     if not missing:
@@ -93,7 +93,7 @@ def choose_backend(args: argparse.Namespace) -> dict[str, str]:
 
 def default_model(backend: str) -> str:
     """The hub id an OWL backend loads when `model` is empty."""
-    from .backends.owl import FAMILIES
+    from ..backends.owl import FAMILIES
 
     if backend not in FAMILIES:
         raise DemoError(f"the demo runs owlv2, owlvit or offline, not '{backend}'; use --backend")

@@ -56,7 +56,7 @@ from rosbags.typesys.store import Typestore
 from rosgraph_msgs.msg import Clock
 
 from .bagfile import MSGS_PACKAGE, BagMessage, BagReader, BagTopic, installed_msg_types, jazzy_typestore
-from .errors import ReplayError
+from ..core.errors import ReplayError
 
 PROG = "vlm_perception_replay"
 PUBLISH_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)

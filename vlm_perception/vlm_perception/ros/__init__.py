@@ -1,0 +1,1 @@
+"""The ROS shell: the node and everything that imports rclpy or ROS message types."""
