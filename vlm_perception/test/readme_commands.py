@@ -15,7 +15,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 FENCE = re.compile(r"^```(\w*)\s*$")
 
 
-def _lines() -> list[str]:
+def lines() -> list[str]:
+    """Every README command line, as written (continuations joined)."""
     commands: list[str] = []
     language = None  # None: outside a fenced block
     pending = ""
@@ -43,7 +44,7 @@ def _lines() -> list[str]:
 def commands(*prefix: str) -> list[list[str]]:
     """Every README command whose words start with `prefix`, as argv lists, in README order, once each."""
     found: list[list[str]] = []
-    for line in _lines():
+    for line in lines():
         try:
             argv = shlex.split(line, comments=True)
         except ValueError:  # a line that is not a shell command on its own

@@ -23,7 +23,7 @@ import yaml
 from plugin_backends import paint
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
-from readme_commands import commands, launch_arguments, ros_arg
+from readme_commands import commands, launch_arguments, lines, ros_arg
 from ros2_cli import Background, Ros2Daemon, require_tool, run
 from ros_harness import TestClient, wait_until
 from rosbags.highlevel import AnyReader
@@ -270,3 +270,14 @@ def test_ros2_launch_of_the_replay_launch_file(ros, tmp_path):
             stop_cleanly(launch)
         presence = recorded_presence(record)
         assert presence and all(r.present for msg in presence for r in msg.results if r.query == SEEN)
+
+
+def test_exports_that_ask_ros2_pkg_prefix_name_installed_files():
+    """Lines such as `export FASTDDS_DEFAULT_PROFILES_FILE=$(ros2 pkg prefix vlm_perception)/...`."""
+    require_tool("ros2")
+    exports = [line for line in lines() if line.startswith("export ") and "$(ros2 " in line]
+    assert exports, "README shows no export using `ros2 pkg prefix`"
+    for line in exports:
+        variable = line.split()[1].split("=", 1)[0]
+        result = run(["bash", "-c", f'{line.split("#", 1)[0]}\nprintf %s "${variable}"'])
+        assert result.returncode == 0 and Path(result.stdout).is_file(), f"{line}: {result.stdout!r} {result.stderr}"
