@@ -4,7 +4,9 @@ Lifecycle: configure loads the model and makes the publishers, activate
 subscribes to the cameras and starts the standing queries, deactivate stops
 both, cleanup frees the model. The query service, /diagnostics and
 ~/standing_queries exist in every state. With autostart (the default) the node
-configures and activates itself at start-up.
+configures and activates itself at start-up. The backend, its options and the
+model are start-up-only parameters, so a configure after cleanup loads what
+the node started with: no peer on the graph chooses code or files to load.
 
 Threading: mutually exclusive callback groups for camera inputs, the
 standing-query timer, the query service, and the rest (lifecycle transitions,
