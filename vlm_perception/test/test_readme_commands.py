@@ -138,8 +138,16 @@ def test_ros2_launch_of_the_node_launch_file(ros):
             stop_cleanly(launch)
 
 
+def node_run_command() -> list[str]:
+    """The README's `ros2 run` of the node. Not its SROS2 variant (`--enclave`): the PyPI wheels' Fast DDS
+    has no security plugins, as the README says (test_node_security.py checks that the node refuses to start)."""
+    [argv] = [argv for argv in commands("ros2", "run", "vlm_perception", "vlm_perception_node")
+              if "--enclave" not in argv]
+    return argv
+
+
 def test_ros2_run_then_service_call_and_param_set(ros, daemon):
-    [run_node] = commands("ros2", "run", "vlm_perception", "vlm_perception_node")
+    run_node = node_run_command()
     node = Background(with_test_backend(run_node))
     camera = Camera(ros_arg(run_node, "-r", "image"))
     client = TestClient("/vlm_perception")
@@ -210,8 +218,7 @@ def test_ros2_run_of_the_bag_tools(ros, tmp_path):
                                  "vlm_perception_report").index(argv[0]))
     assert len({argv[0] for argv in tools}) == 3, tools
     bag = tmp_path / "sample"
-    [run_node] = commands("ros2", "run", "vlm_perception", "vlm_perception_node")
-    node = Background(with_test_backend([*run_node, "-p", "use_sim_time:=true"]))
+    node = Background(with_test_backend([*node_run_command(), "-p", "use_sim_time:=true"]))
     try:
         assert node.wait_for_output("active:", 60.0), node.output
         for argv in tools:
