@@ -1,6 +1,6 @@
 """The node launch file included by a robot's bringup: a pushed namespace, camera topics
-remapped through launch arguments, and the lifecycle driven by launch events (what a
-launch-based bringup does instead of autostart).
+remapped through launch arguments and through SetRemap, and the lifecycle driven by launch
+events (what a launch-based bringup does instead of autostart).
 
 Run by test_launch_tests.py with the `launch_test` runner.
 """
@@ -14,7 +14,7 @@ import launch_testing.actions
 import rclpy
 from launch.actions import EmitEvent, GroupAction, IncludeLaunchDescription, RegisterEventHandler
 from launch.launch_description_sources import PythonLaunchDescriptionSource
-from launch_ros.actions import PushRosNamespace
+from launch_ros.actions import PushRosNamespace, SetRemap
 from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from launch_ros.events.matchers import matches_node_name
@@ -29,6 +29,7 @@ from vlm_perception.core.images import encode_image_fields
 ROBOT = "robot1"
 NODE = f"/{ROBOT}/vlm_perception"
 # Relative remaps resolve inside the pushed namespace: /robot1/front_camera/...
+# image and depth go in as launch arguments, camera_info through the group's SetRemap.
 CAMERA = {
     "image": "front_camera/color/image_raw",
     "depth": "front_camera/aligned_depth_to_color/image_raw",
@@ -43,9 +44,11 @@ def transition(transition_id: int) -> EmitEvent:
 def generate_test_description():
     bringup = GroupAction([
         PushRosNamespace(ROBOT),
+        SetRemap(src="camera_info", dst=CAMERA["camera_info"]),
         IncludeLaunchDescription(
             PythonLaunchDescriptionSource(node_launch_file()),
-            launch_arguments={"backend": COLOR_BACKEND, "autostart": "false", **CAMERA}.items()),
+            launch_arguments={"backend": COLOR_BACKEND, "autostart": "false",
+                              "image": CAMERA["image"], "depth": CAMERA["depth"]}.items()),
     ])
     return launch.LaunchDescription([
         bringup,
