@@ -166,6 +166,7 @@ def test_ros2_run_then_service_call_and_param_set(ros, daemon):
                 assert f"query='{phrase}', present={phrase == SEEN}" in result.stdout, result.stdout
         sets = commands("ros2", "param", "set")
         assert sets, "README shows no `ros2 param set`"
+        daemon.wait_for_node("/vlm_perception")  # `ros2 param set` looks the node up through the daemon
         for argv in sets:
             node_name, name, value = argv[3:6]
             assert node_name == "/vlm_perception" and name in PARAM_EFFECTS, f"no effect check for {argv}"
