@@ -11,7 +11,7 @@ SUFFIX := $(if $(filter jazzy,$(ROS_WHEELS)),,-$(ROS_WHEELS))
 ROS2_TOOLS ?= ../shared/ros2-tools
 # The Kilted leg's venv has no torch: it runs the DDS integration tests with the test plugin backends.
 DDS_TESTS := $(addprefix vlm_perception/test/,test_node_integration.py test_node_lifecycle.py \
-  test_node_cameras.py test_node_grasps.py)
+  test_node_cameras.py test_node_grasps.py test_node_security.py)
 TESTS ?= $(if $(SUFFIX),$(DDS_TESTS),vlm_perception/test)
 
 .PHONY: setup tools build test demo bench clean
