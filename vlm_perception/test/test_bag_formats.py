@@ -19,6 +19,8 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 import pytest
+from mcap.writer import CompressionType
+from mcap.writer import Writer as McapWriter
 from mcap_ros2.writer import Writer as Ros2McapWriter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from ros_harness import NodeProcess, TestClient, node_env, start, wait_until
@@ -29,7 +31,9 @@ from sensor_msgs.msg import Image
 from test_replay import read_bag, replay_executable, stamp_ns
 
 from vlm_perception.bag import sample_bag
+from vlm_perception.bag.bagfile import BagReader
 from vlm_perception.core.frames import stamp_to_ns
+from vlm_perception.core.errors import ReplayError
 from vlm_perception.core.images import encode_image_fields
 
 pytestmark = pytest.mark.integration
@@ -210,3 +214,27 @@ def test_burst_of_raw_hd_frames_reaches_a_reliable_subscriber_whole(raw_node, tm
     finally:
         client.node.destroy_subscription(subscription)
     assert received == list(range(FRAMES))
+
+
+@pytest.mark.parametrize("chunked", [True, False], ids=["zstd-chunks", "bare-records"])
+def test_cut_mcap_file_yields_whole_messages_then_says_it_is_damaged(tmp_path, chunked):
+    # A file whose writer never finished (no summary) is scanned record by record; a message the
+    # cut falls into must not come out shortened, whether it sits in a chunk or on its own.
+    rng = np.random.default_rng(3)  # incompressible, so the messages fill the file, not its summary
+    payloads = [rng.integers(0, 256, 5000, np.uint8).tobytes() for _ in range(20)]
+    path = tmp_path / "cut.mcap"
+    with path.open("wb") as stream:
+        writer = McapWriter(stream, compression=CompressionType.ZSTD, use_chunking=chunked, chunk_size=12_000)
+        writer.start("ros2", "test")
+        channel = writer.register_channel("/chatter", "cdr", writer.register_schema(
+            "std_msgs/msg/String", "ros2msg", msgdef("std_msgs/msg/String").encode()))
+        for index, payload in enumerate(payloads):
+            writer.add_message(channel, log_time=index, publish_time=index, data=payload)
+        writer.finish()
+    whole = path.read_bytes()
+    for cut in range(len(whole) // 4, len(whole) * 3 // 4, 1013):
+        path.write_bytes(whole[:cut])
+        received = []
+        with BagReader(path) as reader, pytest.raises(ReplayError, match="damaged.*truncated"):
+            received.extend(msg.data for msg in reader.messages(["/chatter"]))
+        assert 0 < len(received) < len(payloads) and received == payloads[:len(received)], cut
