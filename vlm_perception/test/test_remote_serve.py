@@ -103,7 +103,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     port = free_port()
     log = root_dir / "serve.log"
     executable = Path(sys.executable).parent / "transformers"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    # No hub, and no look-up of a newer transformers on PyPI (the CLI does one a day otherwise).
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1"}
     with log.open("w") as log_file:
         # Its own session, so stop() reaches the model processes it spawns.
         process = subprocess.Popen(
