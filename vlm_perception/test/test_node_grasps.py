@@ -60,13 +60,15 @@ def publish_scene(client, depth_encoding: str = "16UC1", info: CameraInfo | None
 
 class RgbdStream:
     """An RGB-D camera driver: color, depth and camera_info with one stamp at `hz` on a thread,
-    depth `depth_delay_s` after color (as a busy driver or a bigger message delivers it)."""
+    depth `depth_delay_s` after color (as a busy driver or a bigger message delivers it); a
+    (low, high) pair draws each frame's delay uniformly from that range."""
 
-    def __init__(self, client, hz: float = 10.0, depth_delay_s: float = 0.0) -> None:
+    def __init__(self, client, hz: float = 10.0, depth_delay_s: float | tuple[float, float] = 0.0) -> None:
         rgb, depth = color_and_depth()
         self._client = client
         self._period_s = 1.0 / hz
-        self._depth_delay_s = depth_delay_s
+        self._delay_range = depth_delay_s if isinstance(depth_delay_s, tuple) else (depth_delay_s, depth_delay_s)
+        self._rng = np.random.default_rng(0)
         self._color = Image(**encode_image_fields(rgb, "rgb8"))
         self._depth = Image(**encode_image_fields(depth, "16UC1"))
         self._info = camera_info()
@@ -91,8 +93,7 @@ class RgbdStream:
             self._client.info_pub.publish(self._info)
             self._client.image_pub.publish(self._color)
             self.stamps.append(header.stamp)
-            if self._depth_delay_s:
-                time.sleep(self._depth_delay_s)
+            time.sleep(self._rng.uniform(*self._delay_range))
             self._client.depth_pub.publish(self._depth)
             next_time += self._period_s
             self._stop.wait(max(0.0, next_time - time.monotonic()))
@@ -228,7 +229,7 @@ def test_standing_and_service_grasps_pair_depth_with_a_cpu_hog_beside_the_node(r
                           "max_image_age": 5.0})
     try:
         client.wait_for_subscriber()
-        with RgbdStream(client, depth_delay_s=0.05), CpuHog(cores=1, limit_s=60.0):
+        with RgbdStream(client, depth_delay_s=(0.02, 0.08)), CpuHog(cores=1, limit_s=60.0):
             time.sleep(1.0)
             first = len(client.targets)
             responses = []
