@@ -127,6 +127,17 @@ def test_gives_up_sync_slop_after_the_frame_arrived():
     assert SLOP_S * 0.9 <= time.monotonic() - start
 
 
+def test_latest_frame_holds_only_the_frames_asked_to_keep(clock):
+    colors = LatestFrame(history=3, clock=clock)
+    for stamp in (0, 100, 200):
+        color(colors, stamp)
+    colors.put("h300", 300 * MS, 300 * MS, pixels, keep=1)  # no depth any more: older frames go
+    assert [ref.seq for ref in colors.recent()] == [4]
+    for stamp in (400, 500, 600, 700):
+        colors.put(f"h{stamp}", stamp * MS, stamp * MS, pixels, keep=8)  # never beyond `history`
+    assert [ref.seq for ref in colors.recent()] == [8, 7, 6]
+
+
 def test_latest_frame_converts_an_older_frame_on_request(clock):
     colors = LatestFrame(history=3, clock=clock)
     for stamp in (0, 100, 200, 300):

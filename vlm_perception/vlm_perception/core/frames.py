@@ -55,11 +55,16 @@ class LatestFrame:
         self._converted: Optional[Frame] = None
         self._convert_lock = threading.Lock()
 
-    def put(self, header: Any, stamp_ns: int, received_ns: int, convert: Callable[[], np.ndarray]) -> None:
+    def put(self, header: Any, stamp_ns: int, received_ns: int, convert: Callable[[], np.ndarray],
+            keep: Optional[int] = None) -> None:
+        """Store a frame; `keep`: how many of the newest to hold from now on (at most `history`),
+        so that frames nobody will pair are not held."""
         arrived_s = self._clock()
         with self._lock:
             self._seq += 1
             self._pending.append((FrameRef(self._seq, stamp_ns, arrived_s), header, received_ns, convert))
+            while keep is not None and len(self._pending) > max(1, keep):
+                self._pending.popleft()
 
     @property
     def seq(self) -> int:

@@ -26,6 +26,12 @@ from .frames import FrameRef, LatestFrame, StampedBuffer
 DEPTH_LIVE_S = 1.0  # depth counts as "being received" while a frame came within this long
 
 
+def depth_is_live(depth: StampedBuffer, clock: Callable[[], float] = time.monotonic) -> bool:
+    """Whether depth is being received: a depth frame arrived within the last DEPTH_LIVE_S."""
+    last = depth.last_arrival_s
+    return last is not None and clock() - last <= DEPTH_LIVE_S
+
+
 @dataclass(frozen=True)
 class ColorPick:
     seq: int  # the color frame to evaluate
@@ -40,8 +46,7 @@ def pick_color(colors: LatestFrame, depth: StampedBuffer, sync_slop_s: float,
     if not recent:
         return None
     newest = recent[0]
-    last_depth = depth.last_arrival_s
-    if last_depth is None or clock() - last_depth > DEPTH_LIVE_S:
+    if not depth_is_live(depth, clock):
         return ColorPick(newest.seq, False)
     slop_ns = int(round(sync_slop_s * 1e9))
     deadline = newest.arrived_s + sync_slop_s

@@ -25,8 +25,8 @@ from .ros_messages import Detection2DArray
 from ..core.throttle import ProblemThrottle
 
 OUTPUT_DEPTH = 10
-# Color frames kept unconverted, so one whose depth came late can still be evaluated with it
-# (core.pairing): covers depth up to ~0.25 s late at 30 Hz.
+# Color frames kept unconverted while depth comes, so one whose depth came late can still be
+# evaluated with it (core.pairing): covers depth up to ~0.25 s late at 30 Hz. Without depth: 1.
 COLOR_HISTORY = 8
 
 
@@ -111,7 +111,8 @@ class CameraChannel:
 
     def _store(self, header: Any, convert: Callable[[], Any]) -> None:
         now_ns = self._node.get_clock().now().nanoseconds
-        self.frame.put(header, stamp_to_ns(header.stamp), now_ns, convert)
+        keep = COLOR_HISTORY if self.grasper.depth_is_live() else 1
+        self.frame.put(header, stamp_to_ns(header.stamp), now_ns, convert, keep)
         self.health.accepted(now_ns, self._wants_frames())
 
     def _reject(self, reason: str) -> None:

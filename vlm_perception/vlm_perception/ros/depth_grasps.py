@@ -15,7 +15,7 @@ from ..backends.base import Box
 from ..core.errors import GraspError, VlmPerceptionError
 from ..core.frames import LatestFrame, StampedBuffer, StampedMsg
 from ..core.grasping import DEPTH_ENCODINGS, CameraIntrinsics, Grasp, compute_grasp, depth_msg_to_metres, no_pose
-from ..core.pairing import ColorPick, pick_color
+from ..core.pairing import ColorPick, depth_is_live, pick_color
 
 
 class DepthGrasper:
@@ -40,6 +40,10 @@ class DepthGrasper:
     def put_camera_info(self, msg: Any) -> None:
         """Keep the latest valid intrinsics; GraspError for an uncalibrated CameraInfo."""
         self._info = CameraIntrinsics.from_camera_info(msg)
+
+    def depth_is_live(self) -> bool:
+        """Whether depth is being received (core.pairing)."""
+        return depth_is_live(self._depth)
 
     def pick_color(self, colors: LatestFrame, sync_slop_s: float) -> Optional[ColorPick]:
         """The color frame to evaluate with depth (core.pairing); may wait up to sync_slop for its depth."""
