@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import threading
 import time
 import uuid
 
 import numpy as np
 import pytest
+from cpu_hog import CpuHog
 from plugin_backends import paint
 from ros_harness import NodeProcess, now_stamp, start, wait_until
+from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, Image
 
 from vlm_perception.core.images import encode_image_fields
@@ -37,7 +40,8 @@ def camera_info(fx: float = F) -> CameraInfo:
                       header=Image().header)
 
 
-def publish_scene(client, depth_encoding: str = "16UC1", info: CameraInfo | None = None, depth: bool = True):
+def publish_scene(client, depth_encoding: str = "16UC1", info: CameraInfo | None = None, depth: bool = True,
+                  depth_offset_s: int = 0):
     rgb, depth_image = color_and_depth(depth_encoding == "16UC1")
     stamp = now_stamp(client)
     color = Image(**encode_image_fields(rgb, "rgb8"))
@@ -47,10 +51,52 @@ def publish_scene(client, depth_encoding: str = "16UC1", info: CameraInfo | None
         client.info_pub.publish(info)
     if depth:
         depth_msg = Image(**encode_image_fields(depth_image, depth_encoding))
-        depth_msg.header = color.header
+        depth_msg.header.frame_id = color.header.frame_id
+        depth_msg.header.stamp = Time(sec=stamp.sec + depth_offset_s, nanosec=stamp.nanosec)
         client.depth_pub.publish(depth_msg)
     client.image_pub.publish(color)
     return color
+
+
+class RgbdStream:
+    """An RGB-D camera driver: color, depth and camera_info with one stamp at `hz` on a thread,
+    depth `depth_delay_s` after color (as a busy driver or a bigger message delivers it); a
+    (low, high) pair draws each frame's delay uniformly from that range."""
+
+    def __init__(self, client, hz: float = 10.0, depth_delay_s: float | tuple[float, float] = 0.0) -> None:
+        rgb, depth = color_and_depth()
+        self._client = client
+        self._period_s = 1.0 / hz
+        self._delay_range = depth_delay_s if isinstance(depth_delay_s, tuple) else (depth_delay_s, depth_delay_s)
+        self._rng = np.random.default_rng(0)
+        self._color = Image(**encode_image_fields(rgb, "rgb8"))
+        self._depth = Image(**encode_image_fields(depth, "16UC1"))
+        self._info = camera_info()
+        self.stamps: list = []  # of the frames published so far
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "RgbdStream":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        next_time = time.monotonic()
+        while not self._stop.is_set():
+            header = self._color.header
+            header.stamp, header.frame_id = now_stamp(self._client), "camera_color_optical_frame"
+            self._depth.header = self._info.header = header
+            self._client.info_pub.publish(self._info)
+            self._client.image_pub.publish(self._color)
+            self.stamps.append(header.stamp)
+            time.sleep(self._rng.uniform(*self._delay_range))
+            self._client.depth_pub.publish(self._depth)
+            next_time += self._period_s
+            self._stop.wait(max(0.0, next_time - time.monotonic()))
 
 
 def query_fresh(client, color, **fields):
@@ -117,13 +163,48 @@ def test_without_want_grasps_the_3d_work_is_skipped(grasp_node):
     assert not target.has_pose and "want_grasps" in target.pose_status
 
 
-def test_depth_out_of_sync_is_named(grasp_node):
+def test_a_newer_frame_without_depth_gives_way_to_the_newest_paired_one(grasp_node):
     _, client = grasp_node
-    publish_scene(client, info=camera_info())
+    paired = publish_scene(client, info=camera_info())
     time.sleep(0.3)
-    color = publish_scene(client, depth=False)  # newer color frame, no depth near it
+    newer = publish_scene(client, depth=False)  # newer color frame whose depth never comes
+    # Without want_grasps the newest frame answers (repeated until best-effort delivered both frames).
+    query_fresh(client, newer)
+    response = client.query("pick the apple", want_grasps=True)
+    assert response.image_stamp == paired.header.stamp
+    assert response.targets[0].has_pose, response.targets[0].pose_status
+
+
+def test_depth_out_of_sync_is_named_with_the_wait_that_ran_out(grasp_node):
+    _, client = grasp_node
+    # Depth keeps arriving, stamped 10 s away from every color frame: no frame has a partner.
+    # A few frames, so that the paired ones of earlier tests leave the node's history.
+    for _ in range(12):
+        color = publish_scene(client, info=camera_info(), depth_offset_s=-10)
+        time.sleep(0.05)
     target = query_fresh(client, color, want_grasps=True).targets[0]
-    assert not target.has_pose and "sync_slop" in target.pose_status
+    assert not target.has_pose
+    assert "no depth frame within sync_slop 0.05 s" in target.pose_status
+    assert "waited 0.05 s past the image's arrival" in target.pose_status
+
+
+@pytest.mark.parametrize("delay_s", [0.02, 0.05, 0.08])
+def test_grasp_queries_pair_color_with_depth_that_arrives_later(grasp_node, delay_s):
+    _, client = grasp_node
+    rng = np.random.default_rng(int(delay_s * 1000))
+    with RgbdStream(client, depth_delay_s=delay_s) as stream:
+        time.sleep(0.5)
+        responses = []
+        for _ in range(12):  # at random moments: between a color frame and its depth, too
+            time.sleep(rng.uniform(0.0, 0.1))
+            responses.append(client.query("pick the apple", want_grasps=True))
+    assert all(r.success for r in responses), [r.message for r in responses]
+    assert [r.targets[0].pose_status for r in responses] == [""] * len(responses)
+    assert all(r.targets[0].has_pose for r in responses)
+    answered = [r.image_stamp for r in responses]
+    assert all(stamp in stream.stamps for stamp in answered)
+    ns = [s.sec * 10**9 + s.nanosec for s in answered]
+    assert ns == sorted(ns)  # never an older frame than a previous answer's
 
 
 def test_uncalibrated_camera_info_is_rejected_with_a_reason(grasp_node):
@@ -142,6 +223,29 @@ def test_unusable_depth_frames_are_dropped_with_a_reason(grasp_node, bad_depth, 
     client.depth_pub.publish(bad_depth())
     assert wait_until(lambda: any("dropped a depth frame" in line and reason in line
                                   for line in node.output.splitlines()), 5.0), node.output[-2000:]
+
+
+def test_standing_and_service_grasps_pair_depth_with_a_cpu_hog_beside_the_node(ros):
+    node, client = start({"backend": "plugin_backends:ColorBackend", "queries": ["apple"], "rate_hz": 2.0,
+                          "max_image_age": 5.0})
+    try:
+        client.wait_for_subscriber()
+        with RgbdStream(client, depth_delay_s=(0.02, 0.08)), CpuHog(cores=1, limit_s=60.0):
+            time.sleep(1.0)
+            first = len(client.targets)
+            responses = []
+            for _ in range(6):
+                time.sleep(0.5)
+                responses.append(client.query("pick the apple", want_grasps=True))
+            standing = client.targets[first:]
+        assert all(r.success and r.targets[0].has_pose for r in responses), \
+            [r.message or r.targets[0].pose_status for r in responses]
+        # ~/grasp_targets carries the service's answers and the standing queries' outputs.
+        assert len(standing) >= len(responses) + 2
+        assert [m.targets[0].pose_status for m in standing] == [""] * len(standing)
+    finally:
+        client.close()
+        node.stop()
 
 
 def test_missing_depth_and_camera_info_are_named(ros):

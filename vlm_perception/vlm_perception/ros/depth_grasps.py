@@ -13,8 +13,9 @@ import numpy as np
 from ..core import images
 from ..backends.base import Box
 from ..core.errors import GraspError, VlmPerceptionError
-from ..core.frames import StampedBuffer, StampedMsg
+from ..core.frames import LatestFrame, StampedBuffer, StampedMsg
 from ..core.grasping import DEPTH_ENCODINGS, CameraIntrinsics, Grasp, compute_grasp, depth_msg_to_metres, no_pose
+from ..core.pairing import ColorPick, depth_is_live, pick_color
 
 
 class DepthGrasper:
@@ -40,9 +41,18 @@ class DepthGrasper:
         """Keep the latest valid intrinsics; GraspError for an uncalibrated CameraInfo."""
         self._info = CameraIntrinsics.from_camera_info(msg)
 
+    def depth_is_live(self) -> bool:
+        """Whether depth is being received (core.pairing)."""
+        return depth_is_live(self._depth)
+
+    def pick_color(self, colors: LatestFrame, sync_slop_s: float) -> Optional[ColorPick]:
+        """The color frame to evaluate with depth (core.pairing); may wait up to sync_slop for its depth."""
+        return pick_color(colors, self._depth, sync_slop_s)
+
     def grasps(self, stamp_ns: int, color_hw: tuple[int, int], boxes: Sequence[Box], sync_slop_s: float,
-               depth_scale: float, margin: float) -> list[Grasp]:
-        """One grasp per box, or a pose-less Grasp whose status says what is missing."""
+               depth_scale: float, margin: float, depth_wait_ran_out: bool = False) -> list[Grasp]:
+        """One grasp per box, or a pose-less Grasp whose status says what is missing;
+        `depth_wait_ran_out`: the image's depth was waited for (pick_color) and did not come."""
         if not boxes:
             return []
         depth = self._depth.closest(stamp_ns)
@@ -54,6 +64,8 @@ class DepthGrasper:
         offset_s = abs(depth.stamp_ns - stamp_ns) / 1e9
         if offset_s > sync_slop_s:
             status = f"no depth frame within sync_slop {sync_slop_s:g} s of the image (closest {offset_s:.3f} s)"
+            if depth_wait_ran_out:
+                status += f"; waited {sync_slop_s:g} s past the image's arrival for it"
             return [no_pose(status)] * len(boxes)
         try:
             metres = self._metres_of(depth, depth_scale)

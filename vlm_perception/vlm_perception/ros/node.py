@@ -317,18 +317,25 @@ class VlmPerceptionNode(LifecycleNode):
             if channel.frame.seq == channel.last_standing_seq:
                 continue
             try:
+                # Chosen before taking the lock: waiting for a frame's depth must not hold up a service call.
+                frame, depth_wait_ran_out = channel.frame_with_depth(self._live["max_image_age"],
+                                                                     self._live["sync_slop"])
+                if frame.seq <= channel.last_standing_seq:
+                    continue  # the newest frame with depth was evaluated already
                 with self._work_lock:
                     if not self._active:
                         return
-                    frame = channel.fresh_frame(self.get_clock().now().nanoseconds, self._live["max_image_age"])
                     channel.last_standing_seq = frame.seq
-                    self._evaluate(channel, frame.header, frame.rgb, queries, self._threshold(), want_grasps=True)
+                    self._evaluate(channel, frame.header, frame.rgb, queries, self._threshold(), want_grasps=True,
+                                   depth_wait_ran_out=depth_wait_ran_out)
             except VlmPerceptionError as exc:
                 self._warnings.warn(f"standing:{channel.name}", f"standing queries on {channel.name} skipped: {exc}")
 
     def _evaluate(self, channel: CameraChannel, header: Any, rgb: np.ndarray, phrases: list[str], threshold: float,
-                  want_grasps: bool) -> tuple[SceneResult, ObjectPresenceArray, GraspTargetArray]:
-        """Run the backend, add 3D grasps, publish every output of `channel`; returns what was published."""
+                  want_grasps: bool, depth_wait_ran_out: bool = False
+                  ) -> tuple[SceneResult, ObjectPresenceArray, GraspTargetArray]:
+        """Run the backend, add 3D grasps, publish every output of `channel`; returns what was published.
+        `depth_wait_ran_out`: the frame was chosen by CameraChannel.frame_with_depth, whose wait ran out."""
         result = self._engine.evaluate(rgb, phrases, threshold)
         now_ns = self.get_clock().now().nanoseconds
         self._latency.add(result.inference_ms)
@@ -337,7 +344,7 @@ class VlmPerceptionNode(LifecycleNode):
             settings = self._live
             grasps = channel.grasper.grasps(
                 stamp_to_ns(header.stamp), rgb.shape[:2], [t.box for t in result.targets],
-                settings["sync_slop"], settings["depth_scale"], settings["grasp_margin"])
+                settings["sync_slop"], settings["depth_scale"], settings["grasp_margin"], depth_wait_ran_out)
         else:
             grasps = [no_pose("3D pose not requested (want_grasps is false)")] * len(result.targets)
         presence, targets = scene_msgs(header, result, grasps, self._engine.backend_name)
@@ -389,7 +396,7 @@ class VlmPerceptionNode(LifecycleNode):
         response.camera_used = channel.name
         parsed = parse_query(request.query)
         threshold = self._threshold(request.threshold)
-        header, rgb = self._request_image(channel, request.image)
+        header, rgb, depth_wait_ran_out = self._request_image(channel, request.image, request.want_grasps)
         response.image_stamp = header.stamp
         response.localized = self._engine.localizes
         if parsed.open_question:
@@ -401,7 +408,7 @@ class VlmPerceptionNode(LifecycleNode):
             response.answer, response.inference_ms = self._engine.answer(rgb, parsed.text)
             return
         result, presence, targets = self._evaluate(channel, header, rgb, parsed.phrases, threshold,
-                                                   request.want_grasps)
+                                                   request.want_grasps, depth_wait_ran_out)
         response.answer = result.answer
         if request.want_grasps and not self._engine.localizes:
             response.answer += f" No grasp targets: backend '{self._engine.backend_name}' does not localize objects."
@@ -419,14 +426,18 @@ class VlmPerceptionNode(LifecycleNode):
                 "(leave `camera` empty for the first)")
         return channel
 
-    def _request_image(self, channel: CameraChannel, image: Image) -> tuple[Any, np.ndarray]:
+    def _request_image(self, channel: CameraChannel, image: Image, want_grasps: bool) -> tuple[Any, np.ndarray, bool]:
+        """Header and pixels to answer from, and whether the wait for the frame's depth ran out."""
         if len(image.data) > 0:
             try:
-                return image.header, images.image_msg_to_rgb8(image)
+                return image.header, images.image_msg_to_rgb8(image), False
             except VlmPerceptionError as exc:
                 raise VlmPerceptionError(f"request image: {exc}") from exc
+        if want_grasps:
+            frame, depth_wait_ran_out = channel.frame_with_depth(self._live["max_image_age"], self._live["sync_slop"])
+            return frame.header, frame.rgb, depth_wait_ran_out
         frame = channel.fresh_frame(self.get_clock().now().nanoseconds, self._live["max_image_age"])
-        return frame.header, frame.rgb
+        return frame.header, frame.rgb, False
 
     # --- diagnostics -----------------------------------------------------------------
 

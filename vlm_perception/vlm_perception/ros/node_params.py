@@ -74,8 +74,8 @@ PARAMS: tuple[ParamSpec, ...] = (
               float_range=(0.0, 3600.0)),
     ParamSpec("depth_scale", 0.0, D,
               "Metres per depth unit; 0 = by encoding (16UC1 millimetres, 32FC1 metres)", float_range=(0.0, 10.0)),
-    ParamSpec("sync_slop", 0.05, D, "Largest color/depth stamp difference (s) for pairing a depth frame",
-              float_range=(0.0, 10.0)),
+    ParamSpec("sync_slop", 0.05, D, "Largest color/depth stamp difference (s) for pairing a depth frame; "
+              "also the longest wait (s) past a color frame's arrival for its depth", float_range=(0.0, 10.0)),
     ParamSpec("grasp_margin", 0.01, D, "Metres added to the object's narrow side for the gripper opening",
               float_range=(0.0, 1.0)),
     ParamSpec("target_frame", "", S,
