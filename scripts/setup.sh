@@ -5,10 +5,18 @@
 #   sees the system site-packages and nothing ROS-related is installed.
 # - Without one, ROS 2 Jazzy comes from PyPI wheels, and the wheels' CMake
 #   files get their hard-coded build-container paths fixed (see README).
+# - ROS_WHEELS=kilted takes ROS 2 Kilted's wheels instead, into .venv-kilted: CI's
+#   second leg, which runs the DDS integration tests with the test plugin
+#   backends, so that venv gets neither torch nor transformers nor the offline models.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-venv=${VENV:-$root/.venv}
+ros_wheels=${ROS_WHEELS:-jazzy}
+case "$ros_wheels" in
+  jazzy) venv=${VENV:-$root/.venv} ;;
+  kilted) venv=${VENV:-$root/.venv-kilted} ;;
+  *) echo "setup: ROS_WHEELS=$ros_wheels is not supported; use jazzy or kilted" >&2; exit 1 ;;
+esac
 python=${PYTHON:-python3}
 cd "$root"
 
@@ -20,7 +28,13 @@ fi
 stamp=$venv/.vlm_perception-setup
 # The offline backend's models (optional extra): installed unless VLM_PERCEPTION_OFFLINE=0.
 with_offline=${VLM_PERCEPTION_OFFLINE:-1}
-want=$(cat requirements.txt requirements-offline.txt requirements-ros-jazzy.txt scripts/setup.sh scripts/constraints.txt |
+# The model libraries (torch, transformers) and the offline models: the Kilted leg needs none.
+with_models=1
+if [ "$ros_wheels" = kilted ]; then
+  with_models=0
+  with_offline=0
+fi
+want=$(cat requirements.txt requirements-offline.txt "requirements-ros-$ros_wheels.txt" scripts/setup.sh scripts/constraints.txt |
   sha256sum |
   cut -c1-16)-ros$use_system_ros-offline$with_offline
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
@@ -33,7 +47,7 @@ if [ ! -x "$venv/bin/python" ]; then
     echo "setup: using the ROS 2 $ROS_DISTRO install found on this machine"
     "$python" -m venv --system-site-packages "$venv"
   else
-    echo "setup: no ROS 2 install sourced; installing ROS 2 Jazzy from PyPI wheels"
+    echo "setup: no ROS 2 install sourced; installing ROS 2 $ros_wheels from PyPI wheels"
     "$python" -m venv "$venv"
   fi
 fi
@@ -44,7 +58,7 @@ pip_install() {
 }
 
 if [ "$use_system_ros" = 0 ]; then
-  pip_install -r requirements-ros-jazzy.txt
+  pip_install -r "requirements-ros-$ros_wheels.txt"
   # The wheels' exported CMake files name the build container's Python paths.
   include=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
   purelib=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -53,7 +67,11 @@ if [ "$use_system_ros" = 0 ]; then
       -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/include/python3\.[0-9]+#$include#g" \
       -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages#$purelib#g"
 fi
-pip_install -r requirements.txt
+if [ "$with_models" = 1 ]; then
+  pip_install -r requirements.txt
+else
+  pip_install -r <(grep -vE '^(torch|transformers)\b' requirements.txt)
+fi
 if [ "$with_offline" = 1 ]; then
   pip_install -r requirements-offline.txt
 fi

@@ -6,7 +6,9 @@
 
 backend, model and model_path override the parameter file only when given.
 autostart:=false leaves the lifecycle node unconfigured for a lifecycle manager
-(or `ros2 lifecycle set /vlm_perception configure`, then `activate`).
+(or `ros2 lifecycle set /vlm_perception configure`, then `activate`). The node is
+started as a launch_ros LifecycleNode, so an including launch file can also drive it
+with launch_ros.events.lifecycle.ChangeState events and react to its state changes.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from ament_index_python.packages import get_package_share_directory
 from launch import LaunchContext, LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode
 
 PACKAGE = "vlm_perception"
 EXECUTABLE = "vlm_perception_node"
@@ -30,7 +32,7 @@ BOOL_ARGUMENTS = ("use_sim_time", "autostart")
 TOPIC_ARGUMENTS = ("image", "depth", "camera_info")
 
 
-def _node(context: LaunchContext) -> list[Node]:
+def _node(context: LaunchContext) -> list[LifecycleNode]:
     def arg(name: str) -> str:
         return LaunchConfiguration(name).perform(context)
 
@@ -39,7 +41,7 @@ def _node(context: LaunchContext) -> list[Node]:
         overrides[flag] = arg(flag).lower() in ("true", "1", "yes")
     remappings = [(topic, arg(topic)) for topic in TOPIC_ARGUMENTS]
     remappings.append(("image/compressed", arg("image") + "/compressed"))
-    return [Node(
+    return [LifecycleNode(
         package=PACKAGE,
         executable=EXECUTABLE,
         name=NODE_NAME,

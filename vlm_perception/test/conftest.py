@@ -12,18 +12,20 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 # Caches the tests fill (the offline backend's class embeddings) stay out of the user's home.
 os.environ.setdefault("XDG_CACHE_HOME", tempfile.mkdtemp(prefix="vlm-perception-test-cache-"))
 
-from tiny_models import save_tiny_owl  # noqa: E402  (after the offline switch)
-
 
 @pytest.fixture(scope="session")
 def tiny_owl_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny OWLv2 model directory for `model_path`."""
+    from tiny_models import save_tiny_owl  # torch: imported only where used (the Kilted leg has none)
+
     return save_tiny_owl(tmp_path_factory.mktemp("tiny-owlv2"), "owlv2")
 
 
 @pytest.fixture(scope="session")
 def tiny_owlvit_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny OWL-ViT model directory for `model_path`."""
+    from tiny_models import save_tiny_owl
+
     return save_tiny_owl(tmp_path_factory.mktemp("tiny-owlvit"), "owlvit")
 
 

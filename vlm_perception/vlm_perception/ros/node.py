@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import os
 import re
+import signal
 import sys
 import threading
 from typing import Any, Optional
@@ -511,6 +512,9 @@ def main(args: Optional[list[str]] = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Ctrl-C on `ros2 launch` reaches the node twice (the terminal's SIGINT, then launch's):
+        # the second must not abort the clean shutdown (launch would say "process has died").
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
