@@ -348,7 +348,8 @@ def test_loop_runs_until_sigint_and_leaves_a_readable_recording(bags, tmp_path):
 def test_bad_arguments_exit_2(bags):
     result = run_replay(str(bags["mcap"]), "--remap", "/camera/color/image_raw")
     assert result.returncode == 2 and "FROM:=TO" in result.stderr
-    for args in (["--rate", "0"], ["--start-delay", "-1"], ["--topics", "bad topic"]):
+    for args in (["--rate", "0"], ["--start-delay", "-1"], ["--topics", "bad topic"], ["--frame-timeout", "5"],
+                 ["--lockstep", "--frame-timeout", "0"]):
         with pytest.raises(SystemExit) as exit_info:
             replay.parse_args([str(bags["mcap"]), *args])
         assert exit_info.value.code == 2

@@ -79,6 +79,7 @@ RECORD_DEPTH = 100
 CLOCK_PERIOD_S = 0.025
 GRAPH_SCAN_PERIOD_S = 0.5
 PROGRESS_PERIOD_S = 1.0
+FRAME_TIMEOUT_S = 30.0
 OUTPUT_TYPES = ("geometry_msgs/msg/PoseArray", "geometry_msgs/msg/PoseStamped")
 
 
@@ -369,8 +370,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         help="report progress on stderr even when it is not a terminal")
     parser.add_argument("--lockstep", action="store_true",
                         help="publish each camera frame once the node has answered the one before")
-    parser.add_argument("--frame-timeout", type=_positive, default=30.0, metavar="S",
-                        help="with --lockstep: go on after S s without an answer (default 30)")
+    parser.add_argument("--frame-timeout", type=_positive, metavar="S",
+                        help=f"with --lockstep: go on after S s without an answer (default {FRAME_TIMEOUT_S:g})")
     parser.add_argument("--frame-topic", type=_absolute, metavar="T",
                         help="with --lockstep: the bag's camera topic to step on (default: the image topic "
                              "named *color*, or the only one)")
@@ -382,7 +383,12 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                              "(default: /)")
     parser.add_argument("--record-tail", type=_non_negative, default=1.0, metavar="S",
                         help="keep recording S s after the last message (default 1.0)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.lockstep and (args.frame_timeout is not None or args.frame_topic is not None):
+        parser.error("--frame-timeout and --frame-topic apply to --lockstep; add --lockstep")
+    if args.frame_timeout is None:
+        args.frame_timeout = FRAME_TIMEOUT_S
+    return args
 
 
 def _chosen_topics(bag: BagReader, args: argparse.Namespace) -> dict[str, BagTopic]:
