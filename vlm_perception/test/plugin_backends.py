@@ -6,6 +6,7 @@ the node does with them: each phrase is a pure colour, found by thresholding.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -71,3 +72,17 @@ class FailingToLoadBackend:
 
     def detect(self, image: np.ndarray, labels: Sequence[str]) -> list[Detection]:
         raise AssertionError("never constructed")
+
+
+def install_plugin(site: Path, name: str) -> Path:
+    """A tiny installed distribution in `site` whose module `name` declares its ColorBackend
+    subclass as backend plugin `name` (entry-point group vlm_perception.backends), the way
+    `pip install` leaves one; put `site` on sys.path or PYTHONPATH to use it."""
+    (site / f"{name}.py").write_text(
+        "from plugin_backends import ColorBackend\n\n\n"
+        "class ColorPlugin(ColorBackend):\n    \"\"\"ColorBackend, found by its entry-point name.\"\"\"\n")
+    dist_info = site / f"{name}-0.1.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (dist_info / "entry_points.txt").write_text(f"[vlm_perception.backends]\n{name} = {name}:ColorPlugin\n")
+    return site

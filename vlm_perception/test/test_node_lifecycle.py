@@ -43,7 +43,7 @@ def test_lifecycle_transitions_and_calls_in_every_state(ros):
         assert_not_active(client, "inactive")
         assert not wait_until(lambda: subscribed(client), 1.0)  # no camera subscription while inactive
         # Load-time parameters are refused while configured.
-        [result] = client.set_parameters(backend="owlv2")
+        [result] = client.set_parameters(device="cpu")
         assert not result.successful and "unconfigured" in result.reason
 
         assert client.change_state("activate")
@@ -70,7 +70,7 @@ def test_lifecycle_transitions_and_calls_in_every_state(ros):
         assert_not_active(client, "unconfigured")
 
         # Configurable again, with a changed load-time parameter, and serving again.
-        [result] = client.set_parameters(backend_options="{delay_s: 0.01}")
+        [result] = client.set_parameters(device="cpu")
         assert result.successful, result.reason
         assert client.change_state("configure") and client.change_state("activate")
         wait_answerable(client, scene())
@@ -81,13 +81,13 @@ def test_lifecycle_transitions_and_calls_in_every_state(ros):
 
 
 def test_failed_configure_says_why_and_the_node_can_be_configured_after_a_fix(ros):
-    node, client = start({"backend": "plugin_backends:FailingToLoadBackend", "autostart": False})
+    node, client = start({"backend": COLOR, "image_qos": "best_effort", "autostart": False})
     try:
         assert not client.change_state("configure")
-        assert node.wait_for_output("configure failed:", 10)
+        assert node.wait_for_output("configure failed: parameter image_qos='best_effort' is not one of", 10)
         assert client.lifecycle_state() == "unconfigured"
         assert_not_active(client, "unconfigured")
-        [result] = client.set_parameters(backend=COLOR)
+        [result] = client.set_parameters(image_qos="sensor_data")
         assert result.successful, result.reason
         assert client.change_state("configure") and client.change_state("activate")
         wait_answerable(client, scene())

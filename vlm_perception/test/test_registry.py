@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
+from plugin_backends import ColorBackend, install_plugin
 
 from vlm_perception.backends import create_backend
+from vlm_perception.backends.registry import installed_plugins
 from vlm_perception.core.errors import BackendLoadError
 
 
@@ -27,6 +29,44 @@ def test_plugin_with_kwargs_gets_everything():
 def test_load_errors_say_what_to_fix(name, options, message):
     with pytest.raises(BackendLoadError, match=message):
         create_backend(name, options)
+
+
+def test_an_installed_plugin_is_found_by_its_entry_point_name(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(install_plugin(tmp_path, "color_plugin")))
+    assert "color_plugin" in installed_plugins()
+    backend = create_backend("color_plugin", {"model": "", "model_path": "", "device": "cpu", "delay_s": 0.5})
+    assert isinstance(backend, ColorBackend) and backend.delay_s == 0.5
+
+
+def test_unknown_names_list_the_installed_plugins(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(install_plugin(tmp_path, "color_plugin")))
+    with pytest.raises(BackendLoadError, match=r"an installed plugin \(color_plugin\)"):
+        create_backend("colour_plugin", {})
+
+
+def test_a_plugin_that_cannot_be_imported_says_which_and_why(tmp_path, monkeypatch):
+    site = install_plugin(tmp_path, "broken_plugin")
+    (site / "broken_plugin.py").write_text("import no_such_dependency\n")
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.raises(BackendLoadError, match="cannot load plugin 'broken_plugin' \\(broken_plugin:ColorPlugin, "
+                                               "entry-point group vlm_perception.backends\\): ModuleNotFoundError"):
+        create_backend("broken_plugin", {})
+
+
+@pytest.mark.parametrize("options, where", [
+    ({"trust_remote_code": True}, "backend_options: trust_remote_code"),
+    ({"trust_remote_code": "false"}, "backend_options: trust_remote_code"),  # a string is truthy to transformers
+    ({"model_kwargs": {"trust_remote_code": 1}}, "backend_options.model_kwargs: trust_remote_code"),
+    ({"loaders": [{"trust_remote_code": True}]}, "backend_options.loaders\\[0\\]: trust_remote_code"),
+])
+def test_trust_remote_code_is_refused_with_the_reason(options, where):
+    # BrokenBackend takes any option: the refusal is the registry's, before anything is imported.
+    with pytest.raises(BackendLoadError, match=f"{where} is refused: it lets transformers import and run"):
+        create_backend("plugin_backends:BrokenBackend", options)
+
+
+def test_trust_remote_code_false_is_harmless_and_accepted():
+    assert create_backend("plugin_backends:BrokenBackend", {"trust_remote_code": False}) is not None
 
 
 def test_offline_extra_matches_requirements_offline():

@@ -251,6 +251,17 @@ def test_http_404_suggests_checking_base_url_and_model(server: FakeServer) -> No
         backend_for(server.url).answer(frame(), "What is this?")
 
 
+@pytest.mark.parametrize("call", ["detect", "answer"])
+def test_a_server_that_quotes_the_api_key_in_its_error_does_not_get_it_into_the_message(
+        server: FakeServer, monkeypatch: pytest.MonkeyPatch, call: str) -> None:
+    monkeypatch.setenv("FLEET_KEY", "sk-secret-1234")
+    server.reply = lambda request: (401, {"error": {"message": f"invalid key {request.headers['Authorization']}"}})
+    backend = backend_for(server.url, api_key_env="FLEET_KEY")
+    with pytest.raises(BackendError, match="HTTP 401 .*invalid key Bearer <api key>; check the API key") as error:
+        getattr(backend, call)(frame(), ["a cup"] if call == "detect" else "What is this?")
+    assert "sk-secret-1234" not in str(error.value) and error.value.__cause__ is None
+
+
 @pytest.mark.parametrize("status", [503, 429])
 def test_overload_then_success_is_retried(server: FakeServer, status: int) -> None:
     replies = iter([(status, {"error": {"message": "busy"}}), (200, completion("Yes", {"Yes": 0.6, "No": 0.4}))])

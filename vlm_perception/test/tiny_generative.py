@@ -166,3 +166,26 @@ def save_model(model_class: type, config: Any, directory: Path, seed: int) -> No
     torch.nn.init.normal_(model.lm_head.weight, std=2.0)
     model.generation_config.pad_token_id = config.text_config.pad_token_id
     model.save_pretrained(directory)
+
+
+def save_forced_llava(directory: Path | str, answer: str) -> Path:
+    """A tiny LLaVA (saved like save_tiny_llava) whose every next token is `answer` (one of ANSWER_WORDS).
+
+    Forced in its weights, so it survives saving and works in any process that loads it (a server):
+    attention and MLP outputs are zero, so the last hidden state is the last token's embedding, every
+    embedding is the same unit vector, and only `answer`'s row of the output head reads it.
+    """
+    directory = save_tiny_llava(directory)
+    model = LlavaForConditionalGeneration.from_pretrained(directory)
+    answer_id = PreTrainedTokenizerFast.from_pretrained(directory).convert_tokens_to_ids(answer)
+    language_model = model.model.language_model
+    with torch.no_grad():
+        for layer in language_model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        language_model.embed_tokens.weight.zero_()
+        language_model.embed_tokens.weight[:, 0] = 1.0
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[answer_id, 0] = 10.0  # logit 10 * sqrt(hidden_size) against 0 for the rest
+    model.save_pretrained(directory)
+    return directory

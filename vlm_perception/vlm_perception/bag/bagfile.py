@@ -6,22 +6,22 @@
 what could not be read. A bag whose index cannot be used (an MCAP file cut
 short has no summary; a cut sqlite3 file is shorter than its header says;
 a recorder killed before writing metadata.yaml) is scanned record by record
-from the start instead, in file order, which is time order for recorded bags.
+from the start instead (MCAP files with the `mcap` library's stream reader), in
+file order, which is time order for recorded bags.
 """
 from __future__ import annotations
 
 import sqlite3
-import struct
 import sys
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Callable, Collection, Iterator, Optional
+from typing import Any, BinaryIO, Collection, Iterator, Optional
 
-import lz4.frame
 import yaml
 from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+from mcap.exceptions import EndOfFile
+from mcap.reader import NonSeekingReader
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
@@ -34,10 +34,6 @@ else:
     from backports import zstd
 
 MSGS_PACKAGE = "vlm_perception_msgs"
-_MCAP_MAGIC = b"\x89MCAP0\r\n"
-_OP_FOOTER, _OP_SCHEMA, _OP_CHANNEL, _OP_MESSAGE, _OP_CHUNK, _OP_DATA_END = 0x02, 0x03, 0x04, 0x05, 0x06, 0x0F
-_DECOMPRESS: dict[str, Callable[[bytes], bytes]] = {
-    "": bytes, "zstd": zstd.decompress, "lz4": lz4.frame.decompress}
 _REPAIR_HINT = ("re-record the bag, or recover an MCAP file with `mcap recover` "
                 "(a sqlite3 one with sqlite3's `.recover`)")
 
@@ -229,64 +225,36 @@ def _until_broken(messages: Iterator[BagMessage]) -> Iterator[BagMessage]:
 
 
 class _Cut(Exception):
-    """An MCAP record that ends before its stated length."""
+    """The file ends inside a record: it was cut short."""
 
 
-def _read_exact(stream: BinaryIO, size: int) -> bytes:
-    data = stream.read(size)
-    if len(data) != size:
-        raise _Cut(f"file ends inside a record at byte {stream.tell()} (truncated)")
-    return data
+class _ExactReads:
+    """A file whose reads return all the bytes asked for, or raise _Cut.
 
+    mcap's reader takes a short read inside a record as the record's content (it stops only on
+    a read of nothing), so a message cut by truncation would be published as if whole.
+    """
 
-def _records(stream: BinaryIO) -> Iterator[tuple[int, bytes]]:
-    """(opcode, body) of each MCAP record until the stream ends."""
-    while head := stream.read(9):
-        if len(head) < 9:
-            raise _Cut(f"file ends inside a record header at byte {stream.tell()} (truncated)")
-        opcode, length = struct.unpack("<BQ", head)
-        yield opcode, _read_exact(stream, length)
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
 
-
-def _string(body: BytesIO) -> str:
-    (length,) = struct.unpack("<I", _read_exact(body, 4))
-    return _read_exact(body, length).decode()
+    def read(self, size: int) -> bytes:
+        data = self._stream.read(size)
+        if data and len(data) != size:
+            raise _Cut(f"file ends inside a record at byte {self._stream.tell()} (truncated)")
+        return data
 
 
 def _scan_mcap(path: Path) -> Iterator[BagMessage]:
     """Messages of an MCAP file in file order, from its records alone (no summary needed)."""
-    schemas: dict[int, str] = {}
-    channels: dict[int, tuple[str, str]] = {}  # id -> (topic, msgtype)
-
-    def handle(opcode: int, body: bytes) -> Iterator[BagMessage]:
-        rec = BytesIO(body)
-        if opcode == _OP_SCHEMA:
-            (schema_id,) = struct.unpack("<H", _read_exact(rec, 2))
-            schemas[schema_id] = _string(rec)
-        elif opcode == _OP_CHANNEL:
-            channel_id, schema_id = struct.unpack("<HH", _read_exact(rec, 4))
-            channels[channel_id] = (_string(rec), schemas.get(schema_id, ""))
-        elif opcode == _OP_MESSAGE:
-            channel_id, _, log_time, _ = struct.unpack("<HIQQ", _read_exact(rec, 22))
-            topic, msgtype = channels[channel_id]
-            yield BagMessage(topic, msgtype, log_time, rec.read())
-        elif opcode == _OP_CHUNK:
-            _, _, size, _ = struct.unpack("<QQQI", _read_exact(rec, 28))
-            compression = _string(rec)
-            (length,) = struct.unpack("<Q", _read_exact(rec, 8))
-            records = _DECOMPRESS[compression](_read_exact(rec, length))
-            if len(records) != size:
-                raise _Cut(f"chunk decompressed to {len(records)} bytes, expected {size}")
-            for inner in _records(BytesIO(records)):
-                yield from handle(*inner)
-
     with path.open("rb") as stream:
-        if stream.read(8) != _MCAP_MAGIC:
-            raise _Cut(f"{path} does not start like an MCAP file")
-        for opcode, body in _records(stream):
-            if opcode in (_OP_DATA_END, _OP_FOOTER):
-                return
-            yield from handle(opcode, body)
+        # CRCs catch a chunk whose bytes are damaged but whose length is intact.
+        reader = NonSeekingReader(_ExactReads(stream), validate_crcs=True)
+        try:
+            for schema, channel, message in reader.iter_messages(log_time_order=False):
+                yield BagMessage(channel.topic, schema.name if schema else "", message.log_time, message.data)
+        except EndOfFile as exc:  # raised without a message
+            raise _Cut(f"file ends after byte {stream.tell()} without its footer (truncated)") from exc
 
 
 def _scan_sqlite3(path: Path) -> Iterator[BagMessage]:

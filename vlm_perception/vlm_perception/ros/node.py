@@ -4,7 +4,9 @@ Lifecycle: configure loads the model and makes the publishers, activate
 subscribes to the cameras and starts the standing queries, deactivate stops
 both, cleanup frees the model. The query service, /diagnostics and
 ~/standing_queries exist in every state. With autostart (the default) the node
-configures and activates itself at start-up.
+configures and activates itself at start-up. The backend, its options and the
+model are start-up-only parameters, so a configure after cleanup loads what
+the node started with: no peer on the graph chooses code or files to load.
 
 Threading: mutually exclusive callback groups for camera inputs, the
 standing-query timer, the query service, and the rest (lifecycle transitions,
@@ -47,7 +49,7 @@ from ..core.frames import stamp_to_ns
 from ..core.grasping import no_pose
 from ..core.health import LatencyStats, RateMeter, build_statuses, gpu_memory_mib
 from .malloc_tuning import keep_frame_buffers_in_heap
-from .node_params import CHOICES, PARAMS, ParamSpec
+from .node_params import CHOICES, PARAMS, STARTUP_ONLY_HOW, ParamSpec
 from .qos_check import QosChecker
 from ..core.queries import normalize_phrases, parse_query
 from .ros_messages import Detection2DArray, detection_array_msg, diagnostic_array_msg, pose_outputs, scene_msgs
@@ -62,6 +64,7 @@ DIAGNOSTICS_PERIOD_S = 1.0
 SERVICE_QUEUE_DEPTH = 100
 LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+STARTUP_ONLY = frozenset(spec.name for spec in PARAMS if spec.startup_only)
 LIVE_PARAMS = ("threshold", "queries", "rate_hz", "max_image_age", "depth_scale", "sync_slop", "grasp_margin",
                "stale_frame_s", "latency_warn_ms")
 
@@ -242,6 +245,16 @@ class VlmPerceptionNode(LifecycleNode):
                 self.set_parameters([Parameter(spec.name, spec.type, [])])
         else:
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
+
+    def set_parameters_atomically(self, parameter_list: list[Parameter]) -> SetParametersResult:
+        # The parameter services call this. Start-up-only parameters are read_only, which rclpy
+        # refuses with "Trying to set a read-only parameter"; say instead how to change them.
+        refused = [p.name for p in parameter_list if p.name in STARTUP_ONLY]
+        if refused:
+            return SetParametersResult(
+                successful=False,
+                reason=f"{', '.join(refused)} cannot be set at run time ({STARTUP_ONLY_HOW})")
+        return super().set_parameters_atomically(parameter_list)
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         # Ranges are enforced by the descriptors; load-time parameters only while unconfigured.

@@ -2,7 +2,11 @@
 
 README's parameter table is written from this list; keep them in step.
 Parameters marked on_configure are read when the node is configured (model,
-topics, QoS); the others take effect at once when set at run time.
+topics, QoS); the others take effect at once when set at run time. Those
+marked startup_only choose code or files to load (the backend class, its
+options, the model): they come only from the parameter file, launch file or
+command line, so a peer on the ROS graph cannot make the node import a module
+or read a path of its choosing (README, "Security").
 """
 from __future__ import annotations
 
@@ -23,12 +27,17 @@ class ParamSpec:
     # refused while the node is configured, and take effect on the next configure.
     on_configure: bool = False
     float_range: tuple[float, float] | None = None
+    # Read-only after start-up (also read when configuring); see the module docstring.
+    startup_only: bool = False
 
     def descriptor(self) -> ParameterDescriptor:
         descriptor = ParameterDescriptor(
-            name=self.name, type=self.type.value,
-            description=self.description + (" (set while unconfigured)" if self.on_configure else ""),
+            name=self.name, type=self.type.value, description=self.description, read_only=self.startup_only,
         )
+        if self.startup_only:
+            descriptor.additional_constraints = STARTUP_ONLY_HOW
+        elif self.on_configure:
+            descriptor.description += " (set while unconfigured)"
         if self.float_range is not None:
             descriptor.floating_point_range = [
                 FloatingPointRange(from_value=self.float_range[0], to_value=self.float_range[1])
@@ -36,19 +45,24 @@ class ParamSpec:
         return descriptor
 
 
+STARTUP_ONLY_HOW = ("start-up only: set it in the parameter file, the launch file or on the command line "
+                     "(--ros-args -p name:=value) and restart the node to change it")
+
 S, D, SA, B = Parameter.Type.STRING, Parameter.Type.DOUBLE, Parameter.Type.STRING_ARRAY, Parameter.Type.BOOL
 
 PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("backend", "owlv2", S,
-              "Model family: owlv2, owlvit, clip, generative, remote, offline, or package.module:ClassName "
-              "of your own backend class", True),
+              "Model family: owlv2, owlvit, clip, generative, remote, offline, the name of an installed plugin "
+              "(entry-point group vlm_perception.backends), or package.module:ClassName of your own backend class",
+              True, startup_only=True),
     ParamSpec("model", "", S,
               "Model id for the backend (Hugging Face id, or the served name for remote); "
-              "empty = the backend's default", True),
-    ParamSpec("model_path", "", S, "Local model directory; overrides `model` when set", True),
+              "empty = the backend's default", True, startup_only=True),
+    ParamSpec("model_path", "", S, "Local model directory; overrides `model` when set", True, startup_only=True),
     ParamSpec("device", "auto", S, "auto (cuda if available, else cpu), cpu or cuda", True),
     ParamSpec("backend_options", "", S,
-              "Extra backend keyword arguments as a YAML mapping, e.g. '{nms_iou: 0.5}'", True),
+              "Extra backend keyword arguments as a YAML mapping, e.g. '{nms_iou: 0.5}'; trust_remote_code is refused",
+              True, startup_only=True),
     ParamSpec("threshold", 0.0, D,
               "Score at or above which an object counts as present; 0 = the backend's recommended value",
               float_range=(0.0, 1.0)),
