@@ -1,10 +1,12 @@
 """Play a rosbag2 through vlm_perception_node on bag time (needs a ROS 2 install).
 
-    ros2 launch vlm_perception replay.launch.py bag:=/path/to/bag [record:=/path/to/out]
+    ros2 launch vlm_perception replay.launch.py bag:=/path/to/bag [record:=/path/to/out] [lockstep:=true]
     ros2 launch vlm_perception replay.launch.py bag:=/path/to/bag player:=ros2_bag
 
 player:=vlm_perception (default) uses the package's own replay tool, which
-can also record the node's outputs; player:=ros2_bag uses `ros2 bag play`.
+can also record the node's outputs and, with lockstep:=true, publish each
+camera frame only once the node has answered the one before (every frame
+evaluated, whatever the model's speed); player:=ros2_bag uses `ros2 bag play`.
 Topic arguments default to the sample bag's topics (vlm_perception_sample_bag).
 """
 from __future__ import annotations
@@ -37,6 +39,8 @@ def _player(context: LaunchContext) -> list[ExecuteProcess]:
         record = LaunchConfiguration("record").perform(context)
         if record:
             command += ["--record", record]
+        if LaunchConfiguration("lockstep").perform(context) == "true":
+            command += ["--lockstep", "--start-delay", "120"]  # the node may still be loading its model
     return [ExecuteProcess(cmd=command, output="screen")]
 
 
@@ -50,6 +54,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("rate", default_value="1.0", description="playback speed factor"),
         DeclareLaunchArgument("record", default_value="",
                               description="record the node's outputs into this new bag (player vlm_perception)"),
+        DeclareLaunchArgument("lockstep", default_value="false", choices=["true", "false"],
+                              description="one frame at a time, each once the node has answered (player "
+                                          "vlm_perception)"),
         *(DeclareLaunchArgument(name, default_value=topic, description=f"bag topic to use as `{name}`")
           for name, topic in SAMPLE_TOPICS.items()),
         IncludeLaunchDescription(

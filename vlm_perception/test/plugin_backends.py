@@ -49,6 +49,13 @@ class ColorBackend:
         return detections
 
 
+class SlowColorBackend(ColorBackend):
+    """ColorBackend that takes 300 ms a call: a model slower than a 10 Hz camera (lockstep replay tests)."""
+
+    def __init__(self, model: str = "", model_path: str = "", device: str = "auto", delay_s: float = 0.3) -> None:
+        super().__init__(model, model_path, device, delay_s)
+
+
 class BrokenBackend:
     """Raises on every image: the node must answer success: false and keep serving."""
 

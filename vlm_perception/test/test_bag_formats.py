@@ -64,7 +64,7 @@ def msgdef(msgtype: str) -> str:
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return sample_bag.write_sample_bag(tmp_path_factory.mktemp("source") / "bag", 3.0, 10.0, "mcap")
+    return sample_bag.write_sample_bag(tmp_path_factory.mktemp("source") / "bag", 3.0, 10.0, "mcap", scene="shapes")
 
 
 @pytest.fixture(scope="module")

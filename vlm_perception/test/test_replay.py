@@ -100,7 +100,7 @@ def listener(ros) -> Iterator[Listener]:
 @pytest.fixture(scope="module")
 def bags(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sample-bags")
-    return {storage: sample_bag.write_sample_bag(root / storage, SECONDS, RATE_HZ, storage)
+    return {storage: sample_bag.write_sample_bag(root / storage, SECONDS, RATE_HZ, storage, scene="shapes")
             for storage in STORAGES}
 
 
@@ -208,6 +208,67 @@ def test_replay_through_node_answers_every_frame_as_ground_truth(listener, bags,
         assert all(t.has_pose for t in targets.targets), [t.pose_status for t in targets.targets]
 
 
+def test_lockstep_answers_every_frame_once_in_order_with_a_slow_model(listener, bags, truth, tmp_path):
+    # The node as on a robot: standing queries at 2 Hz, bag time (use_sim_time) and a 2 s max_image_age,
+    # with a 300 ms model on a 10 Hz bag: paced by the bag it could answer one frame in five at most.
+    node, client = start({"backend": "plugin_backends:SlowColorBackend", "queries": QUERIES, "rate_hz": 2.0,
+                          "use_sim_time": True, "max_image_age": 2.0, "image_qos": "reliable"},
+                         subscribe_outputs=False, image_qos="reliable")
+    namespace, prefix = f"/{node.namespace}", node.prefix
+    recorded_path = tmp_path / "recorded"
+    try:
+        result = run_replay(
+            str(bags["mcap"]), "--lockstep", "--frame-timeout", "20", "--record", str(recorded_path),
+            "--record-namespace", namespace, "--start-delay", "20",
+            "--remap", f"{sample_bag.COLOR_TOPIC}:={namespace}/image",
+            f"{sample_bag.DEPTH_TOPIC}:={namespace}/depth", f"{sample_bag.INFO_TOPIC}:={namespace}/camera_info",
+            timeout=180.0)
+    finally:
+        client.close()
+        node.stop()
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr  # no frame timed out
+    recorded = read_bag(recorded_path)
+    outputs = recorded[f"{prefix}/presence"]
+    frames = truth["frames"]
+    assert [stamp_ns(presence) for _, presence in outputs] == [frame["stamp_ns"] for frame in frames]
+    for frame, (_, presence) in zip(frames, outputs):
+        assert {r.query: r.present for r in presence.results} == {
+            name: frame["objects"][name]["present"] for name in QUERIES}
+        assert presence.inference_ms >= 300.0
+    # Each frame went out only after the answer to the one before.
+    published = [t for t, _ in recorded[f"{namespace}/image"]]
+    answered = [t for t, _ in outputs]
+    assert all(answer < next_frame for answer, next_frame in zip(answered, published[1:]))
+
+
+def test_lockstep_refuses_without_a_node_and_reports_timeouts(listener, bags, tmp_path):
+    result = run_replay(str(bags["mcap"]), "--lockstep", "--start-delay", "0.5",
+                        "--record-namespace", "/nobody_here", "--topics", sample_bag.COLOR_TOPIC)
+    assert result.returncode == 1
+    line, = result.stderr.splitlines()
+    assert "--lockstep found no vlm_perception ~/presence output" in line and "/nobody_here" in line
+    result = run_replay(str(bags["mcap"]), "--lockstep", "--frame-topic", "/nope", "--start-delay", "0")
+    assert result.returncode == 1 and "--frame-topic /nope is not an Image" in result.stderr
+
+    # A node with no standing queries never answers by itself: every frame times out, each said.
+    node, client = start({"backend": "plugin_backends:ColorBackend", "queries": QUERIES, "rate_hz": 0.0},
+                         subscribe_outputs=False)
+    try:
+        result = run_replay(str(bags["mcap"]), "--lockstep", "--frame-timeout", "0.1", "--start-delay", "20",
+                            "--record-namespace", f"/{node.namespace}", "--topics", sample_bag.COLOR_TOPIC,
+                            "--remap", f"{sample_bag.COLOR_TOPIC}:=/{node.namespace}/image")
+    finally:
+        client.close()
+        node.stop()
+    assert result.returncode == 0, result.stderr
+    note, *timeouts, summary = result.stderr.splitlines()
+    assert "the node has no standing queries" in note
+    assert len(timeouts) == FRAMES and "frame 2 on /camera/color/image_raw (t=0.100 s" in timeouts[1]
+    assert "no output within --frame-timeout 0.1 s" in timeouts[1]
+    assert summary.endswith(f"lockstep: {FRAMES} of {FRAMES} frames got no output within --frame-timeout 0.1 s")
+
+
 # --- bags that cannot be (fully) replayed ------------------------------------------------
 
 
@@ -287,7 +348,8 @@ def test_loop_runs_until_sigint_and_leaves_a_readable_recording(bags, tmp_path):
 def test_bad_arguments_exit_2(bags):
     result = run_replay(str(bags["mcap"]), "--remap", "/camera/color/image_raw")
     assert result.returncode == 2 and "FROM:=TO" in result.stderr
-    for args in (["--rate", "0"], ["--start-delay", "-1"], ["--topics", "bad topic"]):
+    for args in (["--rate", "0"], ["--start-delay", "-1"], ["--topics", "bad topic"], ["--frame-timeout", "5"],
+                 ["--lockstep", "--frame-timeout", "0"]):
         with pytest.raises(SystemExit) as exit_info:
             replay.parse_args([str(bags["mcap"]), *args])
         assert exit_info.value.code == 2

@@ -1,10 +1,13 @@
 """vlm_perception_demo: the whole workflow in one command (`make demo`).
 
-Generates the sample bag, starts the node with the best backend it can load
-(a local model directory, the hub model if cached or downloadable, else the
-offline backend),
-replays the bag through it on bag time while recording the outputs, asks a few
-sample questions over `~/query`, prints the answers, and writes the report.
+Generates the sample bag (photographs put in, moved and taken out of a bin,
+with its labels), starts the node with the best backend it can load (a local
+model directory, the hub model if cached or downloadable, else the offline
+backend), replays the bag through it in lockstep on bag time, so every frame
+is evaluated whatever the model's speed, while recording the outputs; asks a
+few sample questions over `~/query` on the way and prints the answers; then
+writes the report scored against the labels and prints each query's F1 and
+the inference latency.
 
     vlm_perception_demo [--out demo-output] [--backend owlv2|owlvit|offline] [--model ID] [--model-path DIR]
 """
@@ -31,10 +34,14 @@ from vlm_perception_msgs.msg import ObjectPresenceArray
 from vlm_perception_msgs.srv import QueryScene
 
 from ..core.errors import VlmPerceptionError
-from .sample_bag import write_sample_bag
+from .report import load, scores_against
+from .sample_bag import LABELS_NAME, PHOTO_SCENE, write_sample_bag
 
 NAMESPACE = "demo"
-QUESTIONS = ("is there an apple in the bin?", "is there a banana or a cup?", "pick the apple")
+# The sample bag's photo scene: what the standing queries look for and the questions ask about.
+QUERIES = [obj.name for obj in PHOTO_SCENE]
+QUESTIONS = ("is there a cat in the bin?", "is there a cup of coffee or a rocket?", "pick the cup of coffee")
+FRAME_TIMEOUT_S = 300.0  # a CPU-only model may take seconds a frame; the replay waits for each
 SAMPLE_TOPICS = {"image": "/camera/color/image_raw", "depth": "/camera/depth/image_raw",
                  "camera_info": "/camera/color/camera_info"}
 
@@ -119,19 +126,21 @@ def ask(client, question: str, timeout: float) -> str:
     grasp = next((t for t in response.targets if t.has_pose), None)
     where = (f" Grasp at ({grasp.pose.position.x:.3f}, {grasp.pose.position.y:.3f}, "
              f"{grasp.pose.position.z:.3f}) m, opening {grasp.grasp_width * 100:.1f} cm.") if grasp else ""
-    return f"{response.answer}{where}  [{response.inference_ms:.0f} ms]"
+    return f"{response.answer}{where}  [{response.inference_ms:.1f} ms]"
 
 
 def run(args: argparse.Namespace) -> None:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    params = {**choose_backend(args), "queries": ["apple", "banana", "cup"], "rate_hz": 2.0,
-              "use_sim_time": True, "max_image_age": 2.0}
+    # rate_hz at the camera's rate: lockstep then waits at most one timer period for each answer.
+    params = {**choose_backend(args), "queries": QUERIES, "rate_hz": 10.0, "use_sim_time": True,
+              "max_image_age": 2.0}
     bag, run_bag = out / "sample_bag", out / "run"
     for old in (bag, run_bag):
         shutil.rmtree(old, ignore_errors=True)
-    write_sample_bag(bag, seconds=args.seconds, rate_hz=10.0, storage="mcap")
-    print(f"demo: sample bag written to {bag}")
+    write_sample_bag(bag, seconds=args.seconds, rate_hz=10.0, storage="mcap", scene="photos")
+    frames = round(args.seconds * 10.0)
+    print(f"demo: sample bag written to {bag} ({frames} frames, labels in {bag / LABELS_NAME})")
 
     with tempfile.TemporaryDirectory() as tmp:
         node = start_node(params, Path(tmp) / "params.yaml")
@@ -146,17 +155,17 @@ def run(args: argparse.Namespace) -> None:
             while not client.wait_for_service(timeout_sec=1.0):
                 if node.poll() is not None:
                     raise DemoError("the node did not start (see its error above)")
-            first_output = threading.Event()
+            answered = _FrameCounter()
             client_node.create_subscription(ObjectPresenceArray, f"/{NAMESPACE}/vlm_perception/presence",
-                                            lambda _: first_output.set(), 10)
-            replay = subprocess.Popen([executable("vlm_perception_replay"), str(bag), "--record", str(run_bag),
-                                       "--record-namespace", f"/{NAMESPACE}"])
-            # Questions make sense once the node has frames: its first standing-query output says so.
-            if not first_output.wait(60.0):
-                raise DemoError("the node published nothing while the bag played; see the messages above")
+                                            answered.on_output, 100)
+            replay = subprocess.Popen([executable("vlm_perception_replay"), str(bag), "--lockstep",
+                                       "--frame-timeout", str(FRAME_TIMEOUT_S), "--start-delay", "120",
+                                       "--record", str(run_bag), "--record-namespace", f"/{NAMESPACE}"])
+            # One question at each quarter of the bag, on the frame the node has just answered.
             for i, question in enumerate(QUESTIONS):
-                time.sleep(args.seconds / (len(QUESTIONS) + 1))
-                print(f"demo: Q{i + 1} {question!r} -> {ask(client, question, timeout=120.0)}")
+                if not answered.wait_for(frames * (i + 1) // (len(QUESTIONS) + 1), replay, FRAME_TIMEOUT_S):
+                    raise DemoError("the node stopped answering while the bag played; see the messages above")
+                print(f"demo: Q{i + 1} {question!r} -> {ask(client, question, timeout=FRAME_TIMEOUT_S)}")
             if replay.wait() != 0:
                 raise DemoError(f"the replay failed (exit {replay.returncode}); see its message above")
         finally:
@@ -169,10 +178,43 @@ def run(args: argparse.Namespace) -> None:
             client_node.destroy_node()
             rclpy.try_shutdown()
 
-    report = subprocess.run([executable("vlm_perception_report"), str(run_bag), "--out", str(out / "report")])
+    labels = bag / LABELS_NAME
+    report = subprocess.run([executable("vlm_perception_report"), str(run_bag), "--out", str(out / "report"),
+                             "--labels", str(labels), "--junit", str(out / "report" / "report.xml")])
     if report.returncode != 0:
         raise DemoError("the report could not be written; see its message above")
+    _, scores = scores_against(load(run_bag), labels)
+    for query_score in scores:
+        print(f"demo: {query_score.query!r}: F1 {query_score.f1:.2f} (precision {query_score.precision:.2f}, "
+              f"recall {query_score.recall:.2f}), {query_score.evaluated} of {query_score.frames} frames "
+              f"evaluated, inference p50 {query_score.latency_p50_ms:.1f} ms, p95 {query_score.latency_p95_ms:.1f} ms")
     print(f"demo: done. Recorded run: {run_bag}; report: {out / 'report'}")
+
+
+class _FrameCounter:
+    """Counts the frames the node has answered (distinct source stamps on ~/presence)."""
+
+    def __init__(self) -> None:
+        self._stamps: set[tuple[int, int]] = set()
+        self._changed = threading.Condition()
+
+    def on_output(self, msg: ObjectPresenceArray) -> None:
+        with self._changed:
+            self._stamps.add((msg.header.stamp.sec, msg.header.stamp.nanosec))
+            self._changed.notify_all()
+
+    def wait_for(self, count: int, replay: subprocess.Popen, timeout: float) -> bool:
+        """True once `count` frames are answered, or the replay ended; False after `timeout` s of silence."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while len(self._stamps) < max(count, 1) and replay.poll() is None:
+                before = len(self._stamps)
+                self._changed.wait(1.0)  # also notices a replay that has ended
+                if len(self._stamps) > before:
+                    deadline = time.monotonic() + timeout
+                elif time.monotonic() > deadline:
+                    return False
+            return True
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -181,7 +223,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--backend", default="owlv2", help="owlv2, owlvit or offline")
     parser.add_argument("--model", default="", help="Hugging Face model id (default: the backend's)")
     parser.add_argument("--model-path", type=Path, default=None, help="local model directory")
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of the sample bag")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the sample bag (10 frames a second)")
     args = parser.parse_args(argv)
     try:
         run(args)

@@ -2,6 +2,7 @@
 
     vlm_perception_replay BAG [--rate 1.0] [--loop] [--topics T ...] [--remap FROM:=TO ...]
         [--clock | --no-clock] [--start-delay S] [--progress]
+        [--lockstep] [--frame-timeout S] [--frame-topic T]
         [--record OUT] [--record-topics T ...] [--record-namespace NS] [--record-tail S]
 
 Messages go out as recorded (raw CDR, no deserialisation) with the bag's
@@ -16,6 +17,17 @@ in between (as `ros2 bag play --clock`), so a node with use_sim_time runs on bag
 message the tool waits, up to --start-delay seconds, until every replayed
 topic has a subscriber (and every recorded topic a publisher): DDS drops
 what is published before a subscriber is matched.
+
+--lockstep replays one camera frame at a time, whatever the model's speed:
+after each message on the camera topic (--frame-topic; default the one
+image topic named *color*, or the only one) it waits until the node has
+published its ~/presence output for that frame, matched by header stamp
+and frame_id, or --frame-timeout seconds (default 30; each timeout is one
+line on stderr), then goes on with the next message. --rate is ignored;
+/clock steps with the bag, so a node on use_sim_time sees each frame at
+its own time. The node runs as configured: its latched ~/standing_queries
+(found under --record-namespace) say which output is the frame's answer,
+so service calls on the same frame do not release it.
 
 --record OUT writes a new rosbag2 (MCAP, zstd chunks) holding
 - every replayed message, under the name it was published as (after
@@ -61,6 +73,7 @@ from rosbags.typesys.store import Typestore
 from rosgraph_msgs.msg import Clock
 
 from .bagfile import MSGS_PACKAGE, BagMessage, BagReader, BagTopic, installed_msg_types, jazzy_typestore
+from .lockstep import Lockstep, OutputGate, frame_topic
 from ..core.errors import ReplayError
 
 PROG = "vlm_perception_replay"
@@ -74,6 +87,7 @@ RECORD_DEPTH = 100
 CLOCK_PERIOD_S = 0.025
 GRAPH_SCAN_PERIOD_S = 0.5
 PROGRESS_PERIOD_S = 1.0
+FRAME_TIMEOUT_S = 30.0
 OUTPUT_TYPES = ("geometry_msgs/msg/PoseArray", "geometry_msgs/msg/PoseStamped")
 
 
@@ -239,6 +253,7 @@ class Player:
         self.stop = stop
         self.recorder: Optional[BagRecorder] = None
         self.outputs: Optional[OutputRecorder] = None
+        self.lockstep: Optional[Lockstep] = None
         self._last_scan = 0.0
 
     def record_into(self, recorder: BagRecorder, outputs: OutputRecorder) -> None:
@@ -250,8 +265,11 @@ class Player:
         deadline = time.monotonic() + timeout
         while not self.stop.is_set() and time.monotonic() < deadline:
             self._scan_outputs(force=True)
+            if self.lockstep is not None:
+                self.lockstep.gate.scan(force=True)
             if all(pub.get_subscription_count() > 0 for pub in self.publishers.values()) and (
-                    self.outputs is None or self.outputs.ready()):
+                    self.outputs is None or self.outputs.ready()) and (
+                    self.lockstep is None or self.lockstep.gate.ready()):
                 return
             self.stop.wait(0.05)
 
@@ -262,11 +280,16 @@ class Player:
             self._clock_ns = -1  # a new pass starts the bag time over
             origin_wall, origin_bag = time.monotonic(), self.bag.start_ns
             for msg in self.bag.messages(list(self.topics)):
-                due = origin_wall + (msg.timestamp_ns - origin_bag) / 1e9 / self.rate
-                if not self._wait(due, origin_wall, origin_bag):
+                if self.lockstep is None:
+                    due = origin_wall + (msg.timestamp_ns - origin_bag) / 1e9 / self.rate
+                    if not self._wait(due, origin_wall, origin_bag):
+                        return
+                elif self.stop.is_set():
                     return
                 self._publish(msg)
                 progress.update(msg.timestamp_ns, loop_pass)
+                if self.lockstep is not None and msg.topic == self.lockstep.topic:
+                    self.lockstep.after_publishing(msg.data, self._scan_outputs)
 
     def wait_for_acks(self) -> list[str]:
         """Wait until reliable subscribers acknowledged every message; the topics where some were not."""
@@ -359,14 +382,27 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         help="wait up to S s for subscribers before the first message (default 3.0)")
     parser.add_argument("--progress", action="store_true",
                         help="report progress on stderr even when it is not a terminal")
+    parser.add_argument("--lockstep", action="store_true",
+                        help="publish each camera frame once the node has answered the one before")
+    parser.add_argument("--frame-timeout", type=_positive, metavar="S",
+                        help=f"with --lockstep: go on after S s without an answer (default {FRAME_TIMEOUT_S:g})")
+    parser.add_argument("--frame-topic", type=_absolute, metavar="T",
+                        help="with --lockstep: the bag's camera topic to step on (default: the image topic "
+                             "named *color*, or the only one)")
     parser.add_argument("--record", type=Path, metavar="OUT", help="record inputs and outputs into this new bag")
     parser.add_argument("--record-topics", nargs="+", action="extend", type=_absolute, default=[], metavar="T",
                         help="record these topics instead of the discovered vlm_perception outputs")
     parser.add_argument("--record-namespace", type=_namespace, default="/", metavar="NS",
-                        help="discover outputs under this namespace only (default: /)")
+                        help="discover outputs (to record, and for --lockstep) under this namespace only "
+                             "(default: /)")
     parser.add_argument("--record-tail", type=_non_negative, default=1.0, metavar="S",
                         help="keep recording S s after the last message (default 1.0)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.lockstep and (args.frame_timeout is not None or args.frame_topic is not None):
+        parser.error("--frame-timeout and --frame-topic apply to --lockstep; add --lockstep")
+    if args.frame_timeout is None:
+        args.frame_timeout = FRAME_TIMEOUT_S
+    return args
 
 
 def _chosen_topics(bag: BagReader, args: argparse.Namespace) -> dict[str, BagTopic]:
@@ -388,6 +424,18 @@ def _chosen_topics(bag: BagReader, args: argparse.Namespace) -> dict[str, BagTop
         raise ReplayError(f"cannot replay {'; '.join(unsupported)}; install and source the package that "
                           f"defines it, or leave the topic out with --topics")
     return {name: bag.topics[name] for name in names}
+
+
+def _check_lockstep_gate(gate: OutputGate, args: argparse.Namespace) -> None:
+    """Refuse to step on a node that is not there; warn when it has nothing to answer with."""
+    if not gate.ready():
+        raise ReplayError(
+            f"--lockstep found no vlm_perception ~/presence output and ~/standing_queries under "
+            f"{args.record_namespace} within --start-delay {args.start_delay:g} s; start the node first, raise "
+            f"--start-delay (a model may take a while to load), or set --record-namespace to the node's namespace")
+    if not any(gate.standing_queries().values()):
+        print(f"{PROG}: note: the node has no standing queries (queries empty or rate_hz 0); each frame waits "
+              f"for a service call's output, or --frame-timeout", file=sys.stderr)
 
 
 def replay(args: argparse.Namespace) -> None:
@@ -413,13 +461,23 @@ def replay(args: argparse.Namespace) -> None:
                 outputs = OutputRecorder(node, recorder, args.record_namespace, args.record_topics,
                                          set(player.names.values()) | {"/clock"})
                 player.record_into(recorder, outputs)
+            if args.lockstep:
+                player.lockstep = Lockstep(
+                    OutputGate(node, args.record_namespace, message_class),
+                    frame_topic({name: info.msgtype for name, info in topics.items()}, args.frame_topic),
+                    args.frame_timeout, stop, lambda line: print(f"{PROG}: {line}", file=sys.stderr))
             player.wait_for_discovery(args.start_delay)
+            if player.lockstep is not None:
+                _check_lockstep_gate(player.lockstep.gate, args)
             progress = Progress(sys.stderr, args.progress or sys.stderr.isatty(), bag.start_ns, bag.end_ns)
             try:
                 player.play(args.loop, progress)
             except ReplayError as exc:  # a damaged bag: record the outputs of what was played, then report
                 problem = exc
             progress.finish()
+            if player.lockstep is not None and player.lockstep.timed_out:
+                print(f"{PROG}: lockstep: {player.lockstep.timed_out} of {player.lockstep.frames} frames got no "
+                      f"output within --frame-timeout {args.frame_timeout:g} s", file=sys.stderr)
             if not stop.is_set():
                 for topic in player.wait_for_acks():
                     print(f"{PROG}: note: subscribers of {topic} did not acknowledge every message within "

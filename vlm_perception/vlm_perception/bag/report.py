@@ -7,6 +7,14 @@ time, and writes `presence.png` (confidence against threshold per query) and
 `contact_sheet.png` (the first evaluated frame and every frame where presence
 changed, with the grasp target boxes drawn).
 
+With `--labels labels.yaml` (format in vlm_perception.bag.labels) it scores
+each labelled query: precision, recall, F1, the confusion counts, frames
+evaluated of frames in the bag, and inference latency p50/p95; wrong frames
+are marked in the plot and put on the contact sheet. `--junit FILE` writes
+one JUnit test case per query, failing where F1 is below `--min-f1`.
+Exit status: 0 done; 1 the run or the labels cannot be reported on (one line
+on stderr says what to fix); 2 bad arguments; 3 a query's F1 is below --min-f1.
+
 Outputs carry their source image's header, so they are matched to frames by
 (stamp, frame_id). Reading uses rosbags, not rclpy, so the report runs
 anywhere the venv does.
@@ -17,7 +25,7 @@ import argparse
 import sys
 import textwrap
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Collection, Iterator, Sequence
 
@@ -32,6 +40,8 @@ from rosbags.typesys import get_types_from_msg
 from rosbags.typesys.store import Typestore
 
 from vlm_perception.bag.bagfile import MSGS_PACKAGE, installed_msg_types, jazzy_typestore
+from vlm_perception.bag.labels import ResolvedLabels, load_labels
+from vlm_perception.bag.scoring import QueryScore, ScoredOutput, failed, junit_xml, render_scores, score
 from vlm_perception.core.errors import ImageError, ReportError
 from vlm_perception.core.frames import stamp_to_ns
 from vlm_perception.core.images import image_msg_to_rgb8
@@ -43,6 +53,8 @@ _RECORD_HINT = "record with vlm_perception_replay --record"
 _DPI = 100
 _TILE_INCHES = 4.0  # contact-sheet tile width: 400 px at _DPI
 _SHEET_COLUMNS = 4
+_WRONG_COLOUR = "crimson"
+EXIT_BELOW_MIN_F1 = 3
 
 FrameKey = tuple[int, str]  # (header stamp in ns, frame_id): how an output names its source image
 
@@ -58,6 +70,7 @@ class Presence:
 class PresenceOutput:
     key: FrameKey
     results: dict[str, Presence]  # by query
+    inference_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -88,9 +101,10 @@ class Analysis:
     # Per output: query -> (before, after) for each query whose presence changed;
     # before is None for a query first seen after the first output.
     changes: list[dict[str, tuple[bool | None, bool]]]
-    tiles: list[int]  # outputs on the contact sheet: the first, then each change
-    not_shown: int  # changes left off the sheet by max_frames
+    tiles: list[int]  # outputs on the contact sheet: the first, each change, each start of a wrong streak
+    not_shown: int  # changes (and wrong streaks) left off the sheet by max_frames
     without_frame: int  # changes whose source frame is not in the bag
+    wrong: dict[int, list[str]] = field(default_factory=dict)  # output index -> queries it got wrong
 
 
 @contextmanager
@@ -200,7 +214,7 @@ def load(bag: Path, image_topic: str | None = None) -> Run:
                     r.query: Presence(bool(r.present), float(r.confidence), float(r.threshold))
                     for r in msg.results
                 }
-                outputs.append((connection.topic, PresenceOutput(key, results)))
+                outputs.append((connection.topic, PresenceOutput(key, results, float(msg.inference_ms))))
             else:
                 frame_targets = targets.setdefault(key, [])
                 for t in msg.targets:
@@ -233,8 +247,18 @@ def load(bag: Path, image_topic: str | None = None) -> Run:
     return Run(bag, topic, presence_topics, frames, outputs, targets, queries, t0_ns)
 
 
-def analyse(run: Run, max_frames: int) -> Analysis:
-    """Where presence changed, and which outputs the contact sheet shows."""
+def wrong_outputs(scores: Sequence[QueryScore]) -> dict[int, list[str]]:
+    """Output index -> the queries it answered against the labels."""
+    wrong: dict[int, list[str]] = {}
+    for query_score in scores:
+        for index in query_score.wrong:
+            wrong.setdefault(index, []).append(query_score.query)
+    return dict(sorted(wrong.items()))
+
+
+def analyse(run: Run, max_frames: int, wrong: dict[int, list[str]] | None = None) -> Analysis:
+    """Where presence changed (or was wrong), and which outputs the contact sheet shows."""
+    wrong = wrong or {}
     last: dict[str, bool] = {}
     changes: list[dict[str, tuple[bool | None, bool]]] = []
     for index, output in enumerate(run.outputs):
@@ -247,11 +271,18 @@ def analyse(run: Run, max_frames: int) -> Analysis:
             last[query] = result.present
         changes.append(changed)
     frames = set(run.frames)
-    candidates = [index for index, changed in enumerate(changes) if index == 0 or changed]
+    # A streak of wrong answers on one query is shown by its first frame.
+    streak_starts, previous = set(), set()
+    for index in range(len(run.outputs)):
+        current = set(wrong.get(index, []))
+        if current - previous:
+            streak_starts.add(index)
+        previous = current
+    candidates = [index for index, changed in enumerate(changes) if index == 0 or changed or index in streak_starts]
     with_frame = [index for index in candidates if run.outputs[index].key in frames]
     tiles = with_frame[:max_frames]
     without_frame = sum(1 for i in candidates if changes[i] and run.outputs[i].key not in frames)
-    return Analysis(changes, tiles, len(with_frame) - len(tiles), without_frame)
+    return Analysis(changes, tiles, len(with_frame) - len(tiles), without_frame, wrong)
 
 
 def _count(n: int, noun: str) -> str:
@@ -332,8 +363,13 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
-def render_plot(run: Run) -> Figure:
-    """Confidence over time per query, threshold dashed, present intervals shaded."""
+def render_plot(run: Run, labels: ResolvedLabels | None = None,
+                wrong: dict[int, list[str]] | None = None) -> Figure:
+    """Confidence over time per query, threshold dashed, present intervals shaded.
+
+    With labels: the labelled-present intervals as a bar along the bottom, wrong answers as crosses.
+    """
+    wrong = wrong or {}
     fig = _figure(10.0, 0.8 + 1.8 * len(run.queries))
     axes = fig.subplots(len(run.queries), 1, sharex=True, squeeze=False)[:, 0]
     colours = _colours(run.queries)
@@ -353,6 +389,13 @@ def render_plot(run: Run) -> Figure:
             where="post", ls="--", color="0.3", lw=1, label="threshold",
         )
         ax.plot(times, confidence, "o-", color=colours[query], ms=3, lw=1.2, label="confidence")
+        if labels is not None and query in labels.intervals:
+            spans = [((start - run.t0_ns) / 1e9, (end - start) / 1e9) for start, end in labels.intervals[query]]
+            ax.broken_barh(spans, (0.0, 0.06), transform=ax.get_xaxis_transform(), color="0.15",
+                           label="labelled present")
+            missed = [n for n, i in enumerate(indices) if query in wrong.get(i, [])]
+            ax.plot(times[missed], confidence[missed], "x", color=_WRONG_COLOUR, ms=8, mew=2,
+                    label=f"wrong ({len(missed)})")
         ax.set_ylim(0, min(1.02, 1.15 * max(confidence.max(), threshold.max(), 0.05)))
         ax.set_title(query, loc="left", fontsize=10)
         ax.set_ylabel("confidence")
@@ -391,6 +434,11 @@ def _state(present: bool | None) -> str:
 
 
 def _caption(run: Run, analysis: Analysis, index: int) -> str:
+    wrong = analysis.wrong.get(index)
+    if wrong:
+        results = run.outputs[index].results
+        said = ", ".join(f"{query} said {_state(results[query].present)}" for query in wrong)
+        return textwrap.fill(f"t={run.seconds(index):.2f} s  WRONG: {said}", width=50)
     changed = analysis.changes[index]
     if changed:
         what = ", ".join(
@@ -438,7 +486,12 @@ def render_contact_sheet(run: Run, analysis: Analysis, images: dict[FrameKey, np
                 bbox={"facecolor": colour, "edgecolor": "none", "pad": 1.5},
                 clip_on=True,
             )
-        ax.set_title(_caption(run, analysis, index), fontsize=9)
+        wrong = index in analysis.wrong
+        ax.set_title(_caption(run, analysis, index), fontsize=9, color=_WRONG_COLOUR if wrong else "black",
+                     fontweight="bold" if wrong else "normal")
+        if wrong:  # a red frame around the picture
+            ax.add_patch(Rectangle((-0.5, -0.5), image.shape[1], image.shape[0], fill=False,
+                                   edgecolor=_WRONG_COLOUR, linewidth=4))
     return fig
 
 
@@ -448,6 +501,31 @@ def _save(fig: Figure, path: Path) -> None:
         fig.savefig(path)
     except OSError as exc:
         raise ReportError(f"cannot write {path}: {exc.strerror or exc}; pass a writable --out") from exc
+
+
+def scores_against(run: Run, labels_path: Path) -> tuple[ResolvedLabels, list[QueryScore]]:
+    """The run's answers scored against a labels file; LabelsError saying what to fix."""
+    stamps = np.unique([stamp for stamp, _ in run.frames])
+    period_ns = int(np.median(np.diff(stamps))) if len(stamps) > 1 else 0
+    labels = load_labels(labels_path).resolve(run.queries, int(stamps[0]), int(stamps[-1]), period_ns)
+    outputs = [ScoredOutput(o.key, {q: r.present for q, r in o.results.items()}, o.inference_ms)
+               for o in run.outputs]
+    return labels, score(run.frames, outputs, labels)
+
+
+def _min_f1(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as exc:
+        raise ReportError(f"cannot write {path}: {exc.strerror or exc}; pass a writable path") from exc
 
 
 def _positive_int(text: str) -> int:
@@ -476,21 +554,42 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-frames", type=_positive_int, default=12, help="most frames on the contact sheet (default: 12)"
     )
+    parser.add_argument("--labels", type=Path, metavar="LABELS_YAML",
+                        help="score the answers against these labels (format: README, 'Labels')")
+    parser.add_argument("--junit", type=Path, metavar="FILE",
+                        help="with --labels: write JUnit XML, one test case per query")
+    parser.add_argument("--min-f1", type=_min_f1, metavar="F1",
+                        help="with --labels: fail (exit 3, JUnit failure) where a query's F1 is below this")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if (args.junit or args.min_f1 is not None) and args.labels is None:
+        parser.error("--junit and --min-f1 score against labels; pass --labels LABELS_YAML too")
     out: Path = args.out or args.bag.resolve().parent / f"{args.bag.resolve().stem}_report"
+    scores: list[QueryScore] = []
     try:
         run = load(args.bag, args.image_topic)
-        analysis = analyse(run, args.max_frames)
+        labels = None
+        if args.labels is not None:
+            labels, scores = scores_against(run, args.labels)
+        analysis = analyse(run, args.max_frames, wrong_outputs(scores))
         topics = ", ".join(run.presence_topics)
         print(f"presence on {topics}; time from the first frame on {run.image_topic}")
         print(render_table(run, analysis))
-        _save(render_plot(run), out / "presence.png")
+        if labels is not None:
+            print(f"scores against {args.labels} (each frame once per query):")
+            print(render_scores(scores, args.min_f1))
+            unlabelled = [query for query in run.queries if query not in labels.intervals]
+            if unlabelled:
+                print(f"  not scored (not in the labels): {', '.join(unlabelled)}")
+        _save(render_plot(run, labels, analysis.wrong), out / "presence.png")
         images = load_images(run, [run.outputs[index].key for index in analysis.tiles])
         _save(render_contact_sheet(run, analysis, images), out / "contact_sheet.png")
+        if args.junit is not None:
+            _write_text(args.junit, junit_xml(scores, args.min_f1, "vlm_perception_report"))
     except ReportError as exc:
         print(f"vlm_perception_report: {exc}", file=sys.stderr)
         return 1
@@ -503,6 +602,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if analysis.without_frame:
         missing = _count(analysis.without_frame, "change")
         print(f"  {missing} not shown: the source frame is not on {run.image_topic} in the bag")
+    if args.junit is not None:
+        print(f"wrote {args.junit}: JUnit XML, one test case per labelled query")
+    below = [s.query for s in scores if failed(s, args.min_f1)]
+    if below:
+        print(f"vlm_perception_report: F1 below {args.min_f1:g} for {', '.join(below)}", file=sys.stderr)
+        return EXIT_BELOW_MIN_F1
     return 0
 
 

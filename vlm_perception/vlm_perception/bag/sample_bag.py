@@ -1,6 +1,6 @@
-"""vlm_perception_sample_bag: a small synthetic bin-picking rosbag2 with ground truth.
+"""vlm_perception_sample_bag: a small synthetic bin-picking rosbag2 with ground truth and labels.
 
-    vlm_perception_sample_bag OUT [--seconds 10] [--rate 10] [--storage mcap|sqlite3]
+    vlm_perception_sample_bag OUT [--seconds 10] [--rate 10] [--storage mcap|sqlite3] [--scene photos|shapes]
 
 OUT (a new directory) becomes a rosbag2 with, per frame, all with the same
 header (stamp, frame_id `camera_color_optical_frame`) and bag timestamp:
@@ -10,22 +10,31 @@ header (stamp, frame_id `camera_color_optical_frame`) and bag timestamp:
 - `/camera/color/image_raw`    sensor_msgs/Image rgb8, 320x240
 
 written in that order, so a node has the depth and intrinsics of a frame by
-the time its color image arrives. The scene, seen from above: a grey bin
-(rim at 850 mm, floor at 1000 mm) on a table (1150 mm), a photo
-(scikit-image's `coffee`) lying on the floor as texture, and three objects
-drawn in the exact colours the test backend `plugin_backends.ColorBackend`
-looks for: an `apple` (a dome, 60 mm high) the whole time, a `banana` (flat,
-35 mm) from half-way, and a `cup` (160 mm tall, clearing the rim) that slides to
-the right and has left the image after three quarters of the bag. Stamps
-start at 2024-01-01T00:00:00Z, so a regenerated bag is identical.
+the time its color image arrives. Seen from above: a grey bin (rim at 850 mm,
+floor at 1000 mm) on a table (1150 mm). Stamps start at 2024-01-01T00:00:00Z,
+so a regenerated bag is identical. The scene in the bin:
 
+- `photos` (default): real photographs from scikit-image's data set, which
+  the offline backend's ImageNet classifier recognises: a `cat` (chelsea)
+  from the start until 60% of the bag, a `cup of coffee` (coffee) put in at
+  20%, sliding right and taken out at 90%, and a `rocket` (rocket) from 35%
+  to 80%. Each lies flat, its top 100, 80 and 60 mm above the floor.
+- `shapes`: objects drawn in the exact colours the test backend
+  `plugin_backends.ColorBackend` looks for, with scikit-image's `coffee`
+  photo lying on the floor as texture: an `apple` (a dome, 60 mm high) the
+  whole time, a `banana` (flat, 35 mm) from half-way, and a `cup` (160 mm
+  tall, clearing the rim) that slides to the right and has left the image
+  after three quarters of the bag.
+
+OUT/labels.yaml gives, per object, when it is in view, in the format
+`vlm_perception_report --labels` reads (see vlm_perception.bag.labels).
 Ground truth goes to OUT/ground_truth.json:
 
     {
-      "width": 320, "height": 240, "rate_hz": 10.0, "frame_id": "camera_color_optical_frame",
+      "scene": "shapes", "width": 320, "height": 240, "rate_hz": 10.0, "frame_id": "camera_color_optical_frame",
       "topics": {"image": "/camera/color/image_raw", "depth": "...", "camera_info": "..."},
       "objects": ["apple", "banana", "cup"],
-      "colors": {"apple": [220, 20, 20], ...},            # RGB
+      "colors": {"apple": [220, 20, 20], ...},            # RGB, shapes scene only
       "frames": [                                         # one per color image, in time order
         {"stamp": {"sec": 1704067200, "nanosec": 0}, "stamp_ns": 1704067200000000000,
          "objects": {
@@ -37,8 +46,8 @@ Ground truth goes to OUT/ground_truth.json:
 `box` is in pixels, x1 and y1 exclusive: the extent of the object's pixels
 in the image (clipped where it leaves the image), as ColorBackend reports it.
 `top_depth_mm` is the smallest depth on the object. MCAP bags are
-zstd-compressed per chunk, sqlite3 bags per message: 10 s at 10 Hz take
-0.6 MB and 1.8 MB.
+zstd-compressed per chunk, sqlite3 bags per message: 10 s at 10 Hz of the
+shapes scene take 0.6 MB and 1.8 MB.
 """
 from __future__ import annotations
 
@@ -57,12 +66,15 @@ from skimage import data as skimage_data
 
 from ..core.errors import ReplayError
 from ..core.images import encode_image_fields
+from .labels import dump_labels
 
 COLOR_TOPIC = "/camera/color/image_raw"
 DEPTH_TOPIC = "/camera/depth/image_raw"
 INFO_TOPIC = "/camera/color/camera_info"
 FRAME_ID = "camera_color_optical_frame"
 GROUND_TRUTH_NAME = "ground_truth.json"
+LABELS_NAME = "labels.yaml"
+SCENES = ("photos", "shapes")
 WIDTH, HEIGHT = 320, 240
 FOCAL_PX = 280.0
 START_NS = 1_704_067_200 * 10**9  # fixed, so regenerated bags and their ground truth are identical
@@ -129,14 +141,20 @@ def _photo() -> np.ndarray:
     return cv2.resize(skimage_data.coffee(), (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
 
 
-def render_frame(progress: float, photo: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """RGB (H, W, 3) uint8, depth (H, W) uint16 mm and the ground truth of each object."""
+def _draw_bin(outer: tuple[int, int, int, int], floor: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """RGB and depth of the table with the empty bin on it."""
     rgb = np.full((HEIGHT, WIDTH, 3), 70, np.uint8)
     depth = np.full((HEIGHT, WIDTH), TABLE_MM, np.uint16)
-    x0, y0, x1, y1 = _BIN_OUTER
+    x0, y0, x1, y1 = outer
     rgb[y0:y1, x0:x1], depth[y0:y1, x0:x1] = 150, RIM_MM
-    x0, y0, x1, y1 = _BIN_FLOOR
+    x0, y0, x1, y1 = floor
     rgb[y0:y1, x0:x1], depth[y0:y1, x0:x1] = 110, FLOOR_MM
+    return rgb, depth
+
+
+def render_frame(progress: float, photo: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The shapes scene: RGB (H, W, 3) uint8, depth (H, W) uint16 mm and the ground truth of each object."""
+    rgb, depth = _draw_bin(_BIN_OUTER, _BIN_FLOOR)
     x0, y0, x1, y1 = _PHOTO_BOX
     rgb[y0:y1, x0:x1] = photo
     truth: dict[str, Any] = {}
@@ -155,6 +173,90 @@ def render_frame(progress: float, photo: np.ndarray) -> tuple[np.ndarray, np.nda
                            "box": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1],
                            "top_depth_mm": int(depth[inside].min())}
     return rgb, depth, truth
+
+
+# --- the photos scene: real photographs the offline backend's ImageNet classifier knows ------
+
+_WIDE_BIN_OUTER = (8, 8, 312, 232)
+_WIDE_BIN_FLOOR = (20, 20, 300, 220)
+
+
+@dataclass(frozen=True)
+class PhotoObject:
+    """A photo lying in the bin: put in, moved and taken out over the bag (progress 0..1)."""
+
+    name: str  # the phrase that finds it, e.g. the demo's standing query
+    load: Callable[[], np.ndarray]  # scikit-image's loader of the photo
+    crop: tuple[int, int, int, int]  # x0, y0, x1, y1 of the photo that shows the object
+    size: tuple[int, int]  # width, height in the image
+    height_mm: float  # how far its top stands above the bin floor
+    place: Callable[[float], Optional[tuple[int, int]]]  # top-left corner at a progress; None: not in the bin
+
+    def picture(self) -> np.ndarray:
+        x0, y0, x1, y1 = self.crop
+        return cv2.resize(self.load()[y0:y1, x0:x1], self.size, interpolation=cv2.INTER_AREA)
+
+
+def _between(start: float, stop: float, corner: Callable[[float], tuple[int, int]]):
+    """In the bin for start <= progress < stop, at corner(progress)."""
+    return lambda p: corner(p) if start <= p < stop else None
+
+
+# The cat and the rocket lie along the top, the coffee slides along the bottom left, never under the
+# rocket. Sizes and places keep each photo's score from the offline backend above 0.5 (threshold 0.4):
+# the classifier's grid views are sensitive to a few pixels of placement (the rocket 10 px further
+# right scores 0.45 instead of 0.7).
+PHOTO_SCENE = (
+    PhotoObject("cat", skimage_data.chelsea, (50, 0, 400, 300), (105, 90), 100.0,
+                _between(0.0, 0.6, lambda p: (24, 22))),
+    PhotoObject("cup of coffee", skimage_data.coffee, (150, 0, 550, 400), (104, 104), 80.0,
+                _between(0.2, 0.9, lambda p: (round(40 + 50 * (p - 0.2) / 0.7), 114))),
+    PhotoObject("rocket", skimage_data.rocket, (230, 60, 410, 427), (50, 100), 60.0,
+                _between(0.35, 0.8, lambda p: (200, 22))),
+)
+
+
+def render_photo_frame(progress: float, pictures: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray,
+                                                                                   dict[str, Any]]:
+    """The photos scene at `progress`: RGB, depth in mm and each object's ground truth (as render_frame)."""
+    rgb, depth = _draw_bin(_WIDE_BIN_OUTER, _WIDE_BIN_FLOOR)
+    truth: dict[str, Any] = {}
+    for obj in PHOTO_SCENE:
+        corner = obj.place(progress)
+        if corner is None:
+            truth[obj.name] = {"present": False, "box": None, "top_depth_mm": None}
+            continue
+        (x0, y0), (w, h) = corner, obj.size
+        rgb[y0:y0 + h, x0:x0 + w] = pictures[obj.name]
+        top = round(FLOOR_MM - obj.height_mm)
+        depth[y0:y0 + h, x0:x0 + w] = top
+        truth[obj.name] = {"present": True, "box": [x0, y0, x0 + w, y0 + h], "top_depth_mm": top}
+    return rgb, depth, truth
+
+
+def _scene_renderer(scene: str) -> tuple[list[str], Callable[[float], tuple[np.ndarray, np.ndarray, dict[str, Any]]]]:
+    """The object names and a progress -> (rgb, depth, truth) function of a scene."""
+    if scene == "shapes":
+        photo = _photo()
+        return [obj.name for obj in SCENE], lambda p: render_frame(p, photo)
+    pictures = {obj.name: obj.picture() for obj in PHOTO_SCENE}
+    return [obj.name for obj in PHOTO_SCENE], lambda p: render_photo_frame(p, pictures)
+
+
+def present_intervals(frames: list[dict[str, Any]], name: str, rate_hz: float) -> list[tuple[float, Optional[float]]]:
+    """Seconds from the first frame, [start, end), when `name` is present; end None: to the end."""
+    intervals: list[tuple[float, Optional[float]]] = []
+    start: Optional[float] = None
+    for index, frame in enumerate(frames):
+        present = frame["objects"][name]["present"]
+        if present and start is None:
+            start = round(index / rate_hz, 6)
+        elif not present and start is not None:
+            intervals.append((start, round(index / rate_hz, 6)))
+            start = None
+    if start is not None:
+        intervals.append((start, None))
+    return intervals
 
 
 class _Messages:
@@ -187,16 +289,19 @@ class _Messages:
         return bytes(self.typestore.serialize_cdr(msg, "sensor_msgs/msg/CameraInfo"))
 
 
-def write_sample_bag(out: Path, seconds: float = 10.0, rate_hz: float = 10.0, storage: str = "mcap") -> Path:
-    """Write the sample bag to the new directory `out` with OUT/ground_truth.json; returns `out`."""
+def write_sample_bag(out: Path, seconds: float = 10.0, rate_hz: float = 10.0, storage: str = "mcap",
+                     scene: str = "photos") -> Path:
+    """Write the sample bag to the new directory `out` with its ground truth and labels; returns `out`."""
     frames = round(seconds * rate_hz)
     if frames < 1 or rate_hz <= 0:
         raise ReplayError(f"--seconds {seconds} at --rate {rate_hz} Hz gives no frame; use positive values")
     if storage not in STORAGES:
         raise ReplayError(f"unknown storage {storage!r}; use one of {', '.join(STORAGES)}")
+    if scene not in SCENES:
+        raise ReplayError(f"unknown scene {scene!r}; use one of {', '.join(SCENES)}")
     out = Path(out)
     messages = _Messages()
-    photo = _photo()
+    names, render = _scene_renderer(scene)
     truth_frames = []
     if out.exists():
         raise ReplayError(f"{out} exists already; choose a new directory for the bag")
@@ -209,21 +314,25 @@ def write_sample_bag(out: Path, seconds: float = 10.0, rate_hz: float = 10.0, st
             for topic, msgtype in zip((INFO_TOPIC, DEPTH_TOPIC, COLOR_TOPIC), types))
         for index in range(frames):
             stamp_ns = START_NS + round(index * 1e9 / rate_hz)
-            rgb, depth, truth = render_frame(index / frames, photo)
+            rgb, depth, truth = render(index / frames)
             header = messages.header(stamp_ns)
             writer.write(info_conn, stamp_ns, messages.camera_info(header))
             writer.write(depth_conn, stamp_ns, messages.image(header, depth, "16UC1"))
             writer.write(color_conn, stamp_ns, messages.image(header, rgb, "rgb8"))
             truth_frames.append({"stamp": {"sec": stamp_ns // 10**9, "nanosec": stamp_ns % 10**9},
                                  "stamp_ns": stamp_ns, "objects": truth})
-    ground_truth = {
-        "width": WIDTH, "height": HEIGHT, "rate_hz": rate_hz, "frame_id": FRAME_ID,
+    ground_truth: dict[str, Any] = {
+        "scene": scene, "width": WIDTH, "height": HEIGHT, "rate_hz": rate_hz, "frame_id": FRAME_ID,
         "topics": {"image": COLOR_TOPIC, "depth": DEPTH_TOPIC, "camera_info": INFO_TOPIC},
-        "objects": [obj.name for obj in SCENE],
-        "colors": {name: list(color) for name, color in OBJECT_COLORS.items()},
-        "frames": truth_frames,
+        "objects": names,
     }
+    if scene == "shapes":
+        ground_truth["colors"] = {name: list(color) for name, color in OBJECT_COLORS.items()}
+    ground_truth["frames"] = truth_frames
     (out / GROUND_TRUTH_NAME).write_text(json.dumps(ground_truth, indent=1))
+    (out / LABELS_NAME).write_text(
+        f"# When each object is in view: vlm_perception_report RUN --labels {LABELS_NAME}\n"
+        + dump_labels("relative", {name: present_intervals(truth_frames, name, rate_hz) for name in names}))
     return out
 
 
@@ -248,15 +357,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--rate", type=_positive, default=10.0, help="frames per second (default 10)")
     parser.add_argument("--storage", choices=sorted(STORAGES), default="mcap",
                         help="storage format (default mcap)")
+    parser.add_argument("--scene", choices=SCENES, default="photos",
+                        help="photos: photographs the offline backend knows (default); shapes: flat colours "
+                             "for the tests' colour-matching backend")
     args = parser.parse_args(argv)
     try:
-        out = write_sample_bag(args.out, args.seconds, args.rate, args.storage)
+        out = write_sample_bag(args.out, args.seconds, args.rate, args.storage, args.scene)
     except ReplayError as exc:
         print(f"vlm_perception_sample_bag: {exc}", file=sys.stderr)
         return 1
     size_mb = sum(f.stat().st_size for f in out.iterdir()) / 1e6
     print(f"wrote {out} ({round(args.seconds * args.rate)} frames, {size_mb:.1f} MB), "
-          f"ground truth in {out / GROUND_TRUTH_NAME}")
+          f"ground truth in {out / GROUND_TRUTH_NAME}, labels in {out / LABELS_NAME}")
     return 0
 
 

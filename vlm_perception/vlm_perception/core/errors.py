@@ -35,3 +35,7 @@ class ReportError(VlmPerceptionError):
 
 class ReplayError(VlmPerceptionError):
     """A bag that cannot be read, written or replayed (missing, damaged, unsupported types)."""
+
+
+class LabelsError(ReportError):
+    """A labels file that cannot be scored against (syntax, intervals, names or times that do not fit)."""

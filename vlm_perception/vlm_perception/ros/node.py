@@ -31,6 +31,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseArray, PoseStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -281,8 +282,11 @@ class VlmPerceptionNode(LifecycleNode):
             self.destroy_timer(self._standing_timer)
             self._standing_timer = None
         if rate_hz > 0.0:
+            # Steady time even under use_sim_time: rate_hz budgets compute, and a timer on /clock
+            # stands still while a lockstep replay waits for this node's answer (and fires late in rclpy).
             self._standing_timer = self.create_timer(1.0 / rate_hz, self._on_timer,
-                                                     callback_group=self._timer_group)
+                                                     callback_group=self._timer_group,
+                                                     clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def _threshold(self, requested: float = 0.0) -> float:
         """The request's threshold, else the parameter, else the backend's recommended value."""
