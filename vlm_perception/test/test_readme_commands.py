@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -36,6 +37,10 @@ from vlm_perception.core.queries import parse_query
 pytestmark = pytest.mark.integration
 
 TEST_BACKEND = "plugin_backends:ColorBackend"
+# The test backend sees colours, not photos: like the model, the sample bag's scene is swapped for
+# the flat-coloured shapes (the default photo scene is checked with the offline backend by test_demo).
+SHAPES_SCENE = ["--scene", "shapes"]
+SHAPES_OBJECTS = ["apple", "banana", "cup"]
 SEEN = "apple"  # the one object painted into the camera frames below
 # What the README's `ros2 lifecycle set` transitions lead to.
 STATE_AFTER = {"configure": "inactive", "activate": "active", "deactivate": "inactive", "cleanup": "unconfigured"}
@@ -219,11 +224,15 @@ def test_ros2_run_of_the_bag_tools(ros, tmp_path):
                                  "vlm_perception_report").index(argv[0]))
     assert len({argv[0] for argv in tools}) == 3, tools
     bag = tmp_path / "sample"
-    node = Background(with_test_backend([*node_run_command(), "-p", "use_sim_time:=true"]))
+    # The scored report needs the node's standing queries to be the labelled objects, as the README says.
+    node = Background(with_test_backend([*node_run_command(), "-p", "use_sim_time:=true",
+                                         "-p", f"queries:=[{', '.join(SHAPES_OBJECTS)}]"]))
     try:
         assert node.wait_for_output("active:", 60.0), node.output
         for argv in tools:
             command = ["ros2", "run", "vlm_perception", *local_paths(argv, tmp_path, bag)]
+            if argv[0] == "vlm_perception_sample_bag":
+                command += SHAPES_SCENE
             if "--loop" in argv:
                 check_looping_replay(command)
                 continue
@@ -235,6 +244,12 @@ def test_ros2_run_of_the_bag_tools(ros, tmp_path):
             elif argv[0] == "vlm_perception_replay":
                 presence = recorded_presence(Path(command[command.index("--record") + 1]))
                 assert presence and all(r.present for msg in presence for r in msg.results if r.query == SEEN)
+            elif "--labels" in argv:
+                # The README's scored report: every labelled query scored, the JUnit file written.
+                junit = ElementTree.parse(Path(command[command.index("--junit") + 1])).getroot()
+                assert sorted(case.get("name") for case in junit.iter("testcase")) == SHAPES_OBJECTS, result.stdout
+                assert all(re.search(rf"^{name}\s+\d\.\d{{3}}", result.stdout, re.M) for name in SHAPES_OBJECTS), \
+                    result.stdout
             else:
                 out = Path(command[command.index("--out") + 1])
                 assert re.search(r"presence on /vlm_perception/presence", result.stdout), result.stdout
@@ -264,7 +279,7 @@ def test_ros2_launch_of_the_replay_launch_file(ros, tmp_path):
     require_tool("ros2")
     [make_bag] = commands("vlm_perception_sample_bag")
     bag = tmp_path / "sample"
-    assert run(["ros2", "run", "vlm_perception", make_bag[0], str(bag)], timeout=120).returncode == 0
+    assert run(["ros2", "run", "vlm_perception", make_bag[0], str(bag), *SHAPES_SCENE], timeout=120).returncode == 0
     launches = [argv for argv in commands("ros2", "launch", "vlm_perception") if argv[3] == "replay.launch.py"]
     assert launches, "README shows no `ros2 launch vlm_perception replay.launch.py`"
     for argv in launches:

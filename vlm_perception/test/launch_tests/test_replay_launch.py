@@ -28,7 +28,7 @@ PRESENCE = "/vlm_perception/presence"
 
 
 def generate_test_description():
-    write_sample_bag(BAG, seconds=SECONDS)
+    write_sample_bag(BAG, seconds=SECONDS, scene="shapes")  # ColorBackend sees the shapes
     replay_launch = os.path.join(get_package_share_directory("vlm_perception"), "launch", "replay.launch.py")
     return launch.LaunchDescription([
         launch.actions.IncludeLaunchDescription(
