@@ -6,7 +6,9 @@
 
 Messages go out as recorded (raw CDR, no deserialisation) with the bag's
 timing divided by --rate, each topic through a reliable KEEP_LAST(10)
-publisher, which both best-effort and reliable subscribers accept. /clock
+publisher, which both best-effort and reliable subscribers accept (the
+tool loads the package's large-image Fast DDS profile, so raw HD frames fit
+in shared memory, unless FASTRTPS_/FASTDDS_DEFAULT_PROFILES_FILE is set). /clock
 (rosgraph_msgs/Clock) follows the bag time, at every message and at 40 Hz
 in between (as `ros2 bag play --clock`), so a node with use_sim_time runs on bag time. Before the first
 message the tool waits, up to --start-delay seconds, until every replayed
@@ -57,6 +59,7 @@ from rosgraph_msgs.msg import Clock
 
 from .bagfile import MSGS_PACKAGE, BagMessage, BagReader, BagTopic, installed_msg_types, jazzy_typestore
 from ..core.errors import ReplayError
+from ..ros.dds_profile import use_large_image_profile
 
 PROG = "vlm_perception_replay"
 PUBLISH_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -426,6 +429,8 @@ def replay(args: argparse.Namespace) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
+    # Raw frames reach a subscriber in another process only if the publisher's segment holds them.
+    use_large_image_profile()
     try:
         replay(args)
     except ReplayError as exc:
