@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["bench_node.py", "bench_grasping.py", "bench_owl_cache.py", "bench_clip.py"]
+BENCHES = ["bench_node.py", "bench_delivery.py", "bench_grasping.py", "bench_owl_cache.py", "bench_clip.py"]
 
 
 def main() -> int:

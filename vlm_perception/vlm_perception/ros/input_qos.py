@@ -16,8 +16,10 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 
 AUTO = "auto"
 MODES = (AUTO, "sensor_data", "reliable")
-# Only the latest frame is kept, so a reliable reader holds one.
-RELIABLE_INPUT = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
+# sensor_data's depth: the node keeps only the newest frame, but a reader queue of one would lose
+# every frame that arrives while the previous one's callback is still running.
+RELIABLE_INPUT = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=qos_profile_sensor_data.depth,
+                            reliability=ReliabilityPolicy.RELIABLE)
 
 
 def offered_reliability(publishers: Sequence[Any]) -> Optional[ReliabilityPolicy]:
