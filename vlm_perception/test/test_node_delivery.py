@@ -19,6 +19,9 @@ pytestmark = pytest.mark.integration
 COLOR = "plugin_backends:ColorBackend"
 SIZES = {"vga": (640, 480), "hd": (1280, 720)}
 FRAMES, RATE_HZ = 20, 10.0
+# Best effort promises nothing: on a busy machine even a frame that fits in shared memory may be
+# dropped. Without the large-image profile most large frames are lost (bench_delivery.py).
+BEST_EFFORT_MIN = FRAMES - 2
 
 
 def test_raw_frames_from_reliable_and_best_effort_publishers_reach_the_node(ros):
@@ -35,7 +38,8 @@ def test_raw_frames_from_reliable_and_best_effort_publishers_reach_the_node(ros)
             driver = start_driver(f"{node.namespace}/{camera}/image", *SIZES[size], RATE_HZ, FRAMES,
                                   reliability, large_image_profile=reliability == "best_effort", env=node_env())
             assert published(driver, 60.0) == FRAMES
-            assert received.settled(camera) == FRAMES, (camera, node.output)
+            expected = FRAMES if reliability == "reliable" else BEST_EFFORT_MIN
+            assert expected <= received.settled(camera) <= FRAMES, (camera, node.output)
             chosen = "reliable" if reliability == "reliable" else "best effort"
             assert f"image_qos auto: subscribed to /{node.namespace}/{camera}/image {chosen}" in node.output
     finally:
@@ -75,7 +79,9 @@ def test_replay_of_raw_hd_frames_delivers_every_frame(ros, tmp_path, image_qos):
                                  "--remap", f"/camera/image_raw:=/{node.namespace}/image"],
                                 env=node_env(), capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
-        assert received.settled("default") == FRAMES, node.output
+        # auto subscribes reliable: every frame; sensor_data best effort: see BEST_EFFORT_MIN.
+        expected = FRAMES if image_qos == "auto" else BEST_EFFORT_MIN
+        assert expected <= received.settled("default") <= FRAMES, node.output
         if image_qos == "auto":
             assert f"subscribed to /{node.namespace}/image reliable" in node.output
     finally:
