@@ -92,7 +92,8 @@ class CameraChannel:
         if old is not None:
             node.destroy_subscription(old)
         if kind == "image":
-            image_type, on_image = (CompressedImage, self._on_compressed) if self._compressed else (Image, self._on_image)
+            image_type, on_image = ((CompressedImage, self._on_compressed) if self._compressed
+                                    else (Image, self._on_image))
             self._subscriptions[kind] = node.create_subscription(
                 image_type, self.image_topic, on_image, qos, callback_group=self._group,
                 event_callbacks=self._event_callbacks)
