@@ -16,7 +16,8 @@ TOPIC = "/cam/image"
 
 
 def publisher(name: str, reliability: ReliabilityPolicy) -> SimpleNamespace:
-    return SimpleNamespace(node_name=name, qos_profile=SimpleNamespace(reliability=reliability))
+    return SimpleNamespace(node_name=name, qos_profile=SimpleNamespace(reliability=reliability),
+                           endpoint_gid=list(name.encode()))
 
 
 class FakeNode:
@@ -138,6 +139,10 @@ def test_diagnosis_runs_all_the_time_into_diagnostics_and_a_throttled_log():
     assert channel.health.snapshot(0).diagnosis == ""
     check.check([channel], 10.0 + WARN_AFTER_S)  # stopped after flowing: a new problem, said at once
     assert "for 5 s after frames had arrived: 1 publisher(s) (driver0) are still there" in node.lines[-1]
+    # A best-effort publisher joins and nothing comes: its frames never arrived, they did not stop.
+    node.publishers[TOPIC].append(publisher("viewer", BEST_EFFORT))
+    check.check([channel], 10.0 + 2 * WARN_AFTER_S)
+    assert "for 10 s: publisher(s) viewer send best effort" in node.lines[-1]
 
 
 def test_diagnostics_carry_the_diagnosis_instead_of_the_generic_hint():

@@ -12,7 +12,7 @@ a while, whether frames never came or stopped coming. The explanation goes to
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from rclpy.qos import QoSPolicyKind, ReliabilityPolicy
 
@@ -38,6 +38,7 @@ class _Quiet:
     since_s: float  # steady time of that change, or of activation or of the image subscription's change
     subscription: int  # InputQos.changes of the image input then
     had_frames: bool  # a frame arrived through this subscription
+    senders: frozenset = frozenset()  # the topic's publishers (endpoint gids) when the last frame came
 
 
 class QosChecker:
@@ -70,27 +71,33 @@ class QosChecker:
                 # A new subscription (image_qos auto followed the publishers) gets its own time.
                 quiet = self._quiet[channel.name] = self._afresh(channel, now_s)
             if channel.health.received != quiet.received:
-                self._quiet[channel.name] = _Quiet(channel.health.received, now_s, quiet.subscription, True)
+                self._quiet[channel.name] = _Quiet(channel.health.received, now_s, quiet.subscription, True,
+                                                   _gids(self._node.get_publishers_info_by_topic(channel.image_topic)))
                 channel.health.set_diagnosis("")
                 continue
             quiet_s = now_s - quiet.since_s
             if quiet_s < QUIET_S:
                 continue
-            why = self.diagnose(channel, quiet.had_frames)
+            publishers = self._node.get_publishers_info_by_topic(channel.image_topic)
+            # A publisher that joined since the last frame has sent nothing yet: judge it as new.
+            had_frames = quiet.had_frames and _gids(publishers) <= quiet.senders
+            why = self.diagnose(channel, had_frames, publishers)
             channel.health.set_diagnosis(why)
             if quiet_s >= WARN_AFTER_S:
-                after = " after frames had arrived" if quiet.had_frames else ""
+                after = " after frames had arrived" if had_frames else ""
                 self._warnings.warn(channel.name, f"camera '{channel.name}': no frame on {channel.image_topic} "
                                                   f"for {quiet_s:.0f} s{after}: {why}")
 
     def _afresh(self, channel: Any, now_s: float) -> _Quiet:
         return _Quiet(channel.health.received, now_s, self._input_qos.changes(channel), False)
 
-    def diagnose(self, channel: Any, had_frames: bool) -> str:
+    def diagnose(self, channel: Any, had_frames: bool, publishers: Optional[Sequence[Any]] = None) -> str:
         """Why `channel` receives nothing, as far as the graph tells, and what to change;
-        `had_frames`: frames did arrive through the current subscription, then stopped."""
+        `had_frames`: frames did arrive through the current subscription from these publishers, then
+        stopped. `publishers`: the topic's (rclpy TopicEndpointInfo), looked up when not given."""
         topic = channel.image_topic
-        publishers = self._node.get_publishers_info_by_topic(topic)
+        if publishers is None:
+            publishers = self._node.get_publishers_info_by_topic(topic)
         if not publishers:
             if had_frames:
                 return "its publisher(s) left the topic; check that the camera driver still runs"
@@ -103,10 +110,11 @@ class QosChecker:
                     + ("; best-effort frames too large for shared memory are lost too (see README "
                        "'Large images over DDS')" if best_effort else ""))
         subscribed = self._input_qos.reliability(channel)
-        if subscribed == ReliabilityPolicy.RELIABLE and best_effort:
+        fixed = self._input_qos.mode != AUTO  # auto resubscribes when the offer changes
+        if fixed and subscribed == ReliabilityPolicy.RELIABLE and best_effort:
             return (f"publisher(s) {', '.join(best_effort)} offer best effort, which image_qos "
                     f"'{self._input_qos.mode}' (reliable) never receives; set the parameter image_qos to auto")
-        if subscribed == ReliabilityPolicy.BEST_EFFORT and not best_effort:
+        if fixed and subscribed == ReliabilityPolicy.BEST_EFFORT and not best_effort:
             return ("its publisher(s) offer reliable but image_qos 'sensor_data' subscribes best effort, which "
                     "loses large frames between processes; set the parameter image_qos to auto")
         if best_effort:
@@ -122,6 +130,10 @@ class QosChecker:
         if policy == "RELIABILITY" and self._input_qos.mode != AUTO:
             return "set the parameter image_qos to auto, which follows the camera's reliability"
         return f"the camera's publisher must offer at least what image_qos '{self._input_qos.mode}' asks for"
+
+
+def _gids(publishers: Sequence[Any]) -> frozenset:
+    return frozenset(tuple(p.endpoint_gid) for p in publishers)
 
 
 def _profile_path() -> str:
