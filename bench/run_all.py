@@ -5,8 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["bench_node.py", "bench_grasping.py", "bench_owl_cache.py", "bench_clip.py", "bench_standing_load.py",
-           "bench_lockstep.py"]
+BENCHES = ["bench_node.py", "bench_delivery.py", "bench_grasping.py", "bench_owl_cache.py", "bench_clip.py",
+           "bench_standing_load.py", "bench_lockstep.py"]
 
 
 def main() -> int:

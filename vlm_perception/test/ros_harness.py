@@ -29,13 +29,10 @@ from vlm_perception.core.images import encode_image_fields
 
 TEST_DIR = Path(__file__).resolve().parent
 
-# Keep test traffic on this host and apart from other DDS users (set before rclpy starts).
+# Keep test traffic on this host and apart from other DDS users (set before rclpy starts), as users
+# do. Nothing else: the node under test runs with the DDS settings a user has, no Fast DDS profile.
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-# HD frames need Fast DDS's larger shared-memory segment (see the profile's comment).
-LARGE_IMAGE_PROFILE = str(TEST_DIR.parent / "config" / "fastdds_large_images.xml")
-for variable in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"):
-    os.environ.setdefault(variable, LARGE_IMAGE_PROFILE)
 NODE_NAME = "vlm_perception"
 
 

@@ -212,7 +212,7 @@ def test_incompatible_camera_qos_is_reported_naming_the_parameter(ros):
     # The test client publishes best effort (like most camera drivers); the node asks for reliable.
     node, client = start({"backend": COLOR, "image_qos": "reliable"})
     try:
-        assert node.wait_for_output("set the parameter image_qos to sensor_data", 20.0), node.output
+        assert node.wait_for_output("set the parameter image_qos to auto", 20.0), node.output
     finally:
         client.close()
         node.stop()

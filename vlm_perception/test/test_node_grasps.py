@@ -100,8 +100,9 @@ class RgbdStream:
 
 
 def query_fresh(client, color, **fields):
-    """Ask until the node answers from `color` (best-effort frames may need a repeat)."""
-    for _ in range(30):
+    """Ask until the node answers from `color`: a reliable frame that lost a fragment between
+    processes is resent after the writer's next heartbeat (Fast DDS: up to 3 s)."""
+    for _ in range(100):
         response = client.query("pick the apple", **fields)
         if response.success and response.image_stamp == color.header.stamp:
             return response
@@ -109,11 +110,27 @@ def query_fresh(client, color, **fields):
     raise AssertionError(f"no answer from the published frame: {response.message}")
 
 
+def query_posed(client, color, **fields):
+    """query_fresh until the answer has a pose: the depth frame published with `color` may arrive
+    after it (a reliable frame that lost a fragment between processes is resent later)."""
+    for _ in range(100):
+        response = query_fresh(client, color, **fields)
+        if response.targets and response.targets[0].has_pose:
+            break
+        time.sleep(0.1)
+    return response
+
+
 @pytest.fixture(scope="module")
 def grasp_node(ros):
+    # Color and depth published reliable, as RGB-D drivers do by default: 640x480 frames do not fit
+    # Fast DDS's default shared-memory segment, and image_qos auto then subscribes reliable.
     node, client = start({"backend": "plugin_backends:ColorBackend", "rate_hz": 0.0, "max_image_age": 5.0,
-                          "grasp_margin": MARGIN})
+                          "grasp_margin": MARGIN}, image_qos="reliable")
     client.wait_for_subscriber()
+    # auto subscribes each input once it sees its publisher; a reliable frame published before the
+    # match never reaches a late subscription.
+    assert wait_until(lambda: client.depth_pub.get_subscription_count() > 0, 10.0)
     yield node, client
     client.close()
     node.stop()
@@ -122,7 +139,7 @@ def grasp_node(ros):
 def test_want_grasps_gives_pose_in_camera_frame_and_publishes_it(grasp_node):
     _, client = grasp_node
     color = publish_scene(client, info=camera_info())
-    response = query_fresh(client, color, want_grasps=True)
+    response = query_posed(client, color, want_grasps=True)
     [target] = response.targets
     assert target.has_pose and target.pose_status == "", target.pose_status
     x0, y0, x1, y1 = BOX
@@ -150,7 +167,7 @@ def test_metres_and_millimetres_depth_give_the_same_pose(grasp_node):
     positions = []
     for encoding in ("16UC1", "32FC1"):
         color = publish_scene(client, depth_encoding=encoding, info=camera_info())
-        target = query_fresh(client, color, want_grasps=True).targets[0]
+        target = query_posed(client, color, want_grasps=True).targets[0]
         assert target.has_pose, target.pose_status
         positions.append((target.pose.position.x, target.pose.position.y, target.pose.position.z))
     assert math.dist(*positions) < 0.002
@@ -249,13 +266,17 @@ def test_standing_and_service_grasps_pair_depth_with_a_cpu_hog_beside_the_node(r
 
 
 def test_missing_depth_and_camera_info_are_named(ros):
-    node, client = start({"backend": "plugin_backends:ColorBackend", "rate_hz": 0.0, "max_image_age": 5.0})
+    node, client = start({"backend": "plugin_backends:ColorBackend", "rate_hz": 0.0, "max_image_age": 5.0},
+                         image_qos="reliable")
     try:
         client.wait_for_subscriber()
         color = publish_scene(client, depth=False)
         target = query_fresh(client, color, want_grasps=True).targets[0]
         assert not target.has_pose and target.pose_status.startswith("no depth received on /")
         color = publish_scene(client)  # depth now, still no camera_info
+        # The depth frame may come after the color frame (a lost fragment is resent later).
+        assert wait_until(lambda: not query_fresh(client, color, want_grasps=True).targets[0]
+                          .pose_status.startswith("no depth received"), 10.0, period=0.1)
         target = query_fresh(client, color, want_grasps=True).targets[0]
         assert not target.has_pose and "no camera_info received on /" in target.pose_status
         assert client.pose == []

@@ -240,8 +240,10 @@ def test_slow_calls_do_not_block_frames_and_concurrent_calls_are_answered(ros):
 
 
 def test_flood_of_hd_frames_while_answering(ros):
+    # A camera publishing reliable (image_qos auto follows): raw HD frames sent best effort between
+    # processes are mostly lost unless the publisher loads the large-image profile.
     node, client = start({"backend": COLOR, "rate_hz": 10.0, "queries": ["apple"],
-                               "max_image_age": 5.0})
+                               "max_image_age": 5.0}, image_qos="reliable")
     try:
         wait_answerable(client, scene())
         template = Image(**encode_image_fields(scene(1280, 720), "rgb8"))

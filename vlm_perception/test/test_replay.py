@@ -162,11 +162,11 @@ def test_replay_through_node_answers_every_frame_as_ground_truth(listener, bags,
     # ticks every 25 ms and an evaluation with ColorBackend takes a few, so each frame is evaluated
     # on the first tick after it arrives, long before the next one replaces it. The timer runs on
     # wall time, not use_sim_time: rclpy (Jazzy) timers on /clock time fired up to a second late
-    # here, which skips frames. Hence max_image_age 0, as the bag's stamps are old. Reliable image
-    # QoS: DDS drops no frame.
+    # here, which skips frames. Hence max_image_age 0, as the bag's stamps are old. image_qos auto
+    # follows the replay's reliable publishers (the client's idle ones are reliable too): DDS drops
+    # no frame.
     node, client = start({"backend": "plugin_backends:ColorBackend", "queries": QUERIES, "rate_hz": 40.0,
-                          "max_image_age": 0.0, "image_qos": "reliable"},
-                         subscribe_outputs=False, image_qos="reliable")
+                          "max_image_age": 0.0}, subscribe_outputs=False, image_qos="reliable")
     namespace, prefix = f"/{node.namespace}", node.prefix
     recorded_path = tmp_path / "recorded"
     clock, clock_subscription = listener.collect(Clock, "/clock", stamp_ns)

@@ -11,7 +11,9 @@ publisher, which both best-effort and reliable subscribers accept; a
 reliable subscriber misses a message only if it falls 100 messages behind.
 After the last message the tool waits (up to 5 s) until reliable subscribers
 have acknowledged every message, as `ros2 bag play --wait-for-all-acked`
-does: large frames still in flight would be lost when it exits. /clock
+does: large frames still in flight would be lost when it exits. The tool
+loads the package's large-image Fast DDS profile, so raw HD frames fit in
+shared memory, unless FASTRTPS_/FASTDDS_DEFAULT_PROFILES_FILE is set. /clock
 (rosgraph_msgs/Clock) follows the bag time, at every message and at 40 Hz
 in between (as `ros2 bag play --clock`), so a node with use_sim_time runs on bag time. Before the first
 message the tool waits, up to --start-delay seconds, until every replayed
@@ -75,6 +77,7 @@ from rosgraph_msgs.msg import Clock
 from .bagfile import MSGS_PACKAGE, BagMessage, BagReader, BagTopic, installed_msg_types, jazzy_typestore
 from .lockstep import Lockstep, OutputGate, frame_topic
 from ..core.errors import ReplayError
+from ..ros.dds_profile import use_large_image_profile
 
 PROG = "vlm_perception_replay"
 # A reliable writer drops a sample that is not yet acknowledged when `depth` newer ones follow it;
@@ -502,6 +505,8 @@ def replay(args: argparse.Namespace) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
+    # Raw frames reach a subscriber in another process only if the publisher's segment holds them.
+    use_large_image_profile()
     try:
         replay(args)
     except ReplayError as exc:

@@ -122,6 +122,7 @@ class CameraSnapshot:
     last_frame_ns: Optional[int]  # receive time of the newest accepted frame; None before the first
     last_rejected_ns: Optional[int]  # receive time of the newest rejected frame; None if none was
     last_rejection: str  # why that frame was rejected; empty if none was
+    diagnosis: str = ""  # why no frames arrive, as the node's graph check tells; empty while they do
 
     def frame_age_s(self, now_ns: int) -> Optional[float]:
         """Seconds since the newest accepted frame arrived; None before the first."""
@@ -171,6 +172,17 @@ class CameraHealth:
         self._last_frame_ns: Optional[int] = None
         self._last_rejected_ns: Optional[int] = None
         self._last_rejection = ""
+        self._diagnosis = ""
+
+    @property
+    def received(self) -> int:
+        with self._lock:
+            return self._received
+
+    def set_diagnosis(self, text: str) -> None:
+        """Why no frames arrive and what to change (from the ROS side's graph check); "" when they do."""
+        with self._lock:
+            self._diagnosis = text
 
     def accepted(self, now_ns: int, wanted: bool) -> None:
         """A good frame arrived; `wanted`: standing queries are active, so it is meant to be evaluated."""
@@ -222,7 +234,8 @@ class CameraHealth:
                 name=self.name, topic=self.topic, received=self._received, rejected=self._rejected,
                 evaluated=self._evaluated, skipped=self._skipped, unused=self._unused,
                 input_rate_hz=input_rate_hz, last_frame_ns=self._last_frame_ns,
-                last_rejected_ns=self._last_rejected_ns, last_rejection=self._last_rejection)
+                last_rejected_ns=self._last_rejected_ns, last_rejection=self._last_rejection,
+                diagnosis=self._diagnosis)
 
 
 @dataclass(frozen=True)
@@ -307,14 +320,16 @@ def _camera_status(node_name: str, state: str, camera: CameraSnapshot, now_ns: i
     }
     if camera.last_rejection:
         values["last_rejection"] = camera.last_rejection
+    if camera.diagnosis:
+        values["diagnosis"] = camera.diagnosis
     level, message = Level.OK, "ok"
     if state != "active":
         message = state  # nothing is evaluated, so old frames are expected
     elif age is None or age > STALE_ERROR_FACTOR * stale_after_s:
         level = Level.ERROR
-        message = f"{_no_frames(camera, age)}; {_check_input()}"
+        message = f"{_no_frames(camera, age)}; {camera.diagnosis or _check_input()}"
     elif age > stale_after_s:
-        level, message = Level.WARN, _no_frames(camera, age)
+        level, message = Level.WARN, _no_frames(camera, age) + (f"; {camera.diagnosis}" if camera.diagnosis else "")
     return HealthStatus(f"{node_name}: camera {camera.name}", int(level), message, values)
 
 

@@ -49,7 +49,9 @@ class CameraChannel:
         self._wants_frames = wants_frames
         self.last_rejection = ""  # why the last incoming frame was dropped, for service errors
         self.last_standing_seq = 0
-        self._subscriptions: list[Any] = []
+        self._subscriptions: dict[str, Any] = {}  # by input kind: image, depth, camera_info
+        self._group: Optional[CallbackGroup] = None
+        self._event_callbacks: Any = None
 
         publisher = node.create_lifecycle_publisher
         self.presence_pub = publisher(ObjectPresenceArray, output_prefix + "presence", OUTPUT_DEPTH)
@@ -74,21 +76,38 @@ class CameraChannel:
 
     # --- subscriptions (active state only) ----------------------------------------------
 
-    def subscribe(self, image_qos: QoSProfile, group: CallbackGroup, event_callbacks: Any) -> None:
+    def input_topics(self) -> dict[str, str]:
+        """The inputs whose subscription QoS follows image_qos, by kind: image and depth."""
+        return {"image": self.image_topic, "depth": self._depth_topic}
+
+    def start_inputs(self, group: CallbackGroup, event_callbacks: Any) -> None:
+        """Subscribe camera_info (best effort takes either publisher QoS) and keep what the image and
+        depth subscriptions are made with; those come with set_input_qos."""
+        self._group = group
+        self._event_callbacks = event_callbacks
+        self._subscriptions["camera_info"] = self._node.create_subscription(
+            CameraInfo, self._info_topic, self._on_camera_info, qos_profile_sensor_data, callback_group=group)
+
+    def set_input_qos(self, kind: str, qos: QoSProfile) -> None:
+        """Subscribe input `kind` ("image" or "depth") with `qos`, replacing its subscription."""
         node = self._node
-        image_type, on_image = (CompressedImage, self._on_compressed) if self._compressed else (Image, self._on_image)
-        self._subscriptions = [
-            node.create_subscription(image_type, self.image_topic, on_image, image_qos, callback_group=group,
-                                     event_callbacks=event_callbacks),
-            node.create_subscription(Image, self._depth_topic, self._on_depth, image_qos, callback_group=group),
-            node.create_subscription(CameraInfo, self._info_topic, self._on_camera_info, qos_profile_sensor_data,
-                                     callback_group=group),
-        ]
+        old = self._subscriptions.pop(kind, None)
+        if old is not None:
+            node.destroy_subscription(old)
+        if kind == "image":
+            image_type, on_image = ((CompressedImage, self._on_compressed) if self._compressed
+                                    else (Image, self._on_image))
+            self._subscriptions[kind] = node.create_subscription(
+                image_type, self.image_topic, on_image, qos, callback_group=self._group,
+                event_callbacks=self._event_callbacks)
+        else:
+            self._subscriptions[kind] = node.create_subscription(
+                Image, self._depth_topic, self._on_depth, qos, callback_group=self._group)
 
     def unsubscribe(self) -> None:
-        for subscription in self._subscriptions:
+        for subscription in self._subscriptions.values():
             self._node.destroy_subscription(subscription)
-        self._subscriptions = []
+        self._subscriptions = {}
 
     # --- callbacks: cheap, store only ---------------------------------------------------
 

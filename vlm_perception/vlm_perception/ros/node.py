@@ -22,6 +22,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from typing import Any, Optional
 
 import numpy as np
@@ -35,7 +36,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from vlm_perception_msgs.msg import GraspTargetArray, ObjectPresenceArray, StandingQueries
 from vlm_perception_msgs.srv import QueryScene
@@ -44,6 +45,7 @@ from ..core import images
 from ..backends import create_backend
 from .camera_channel import CameraChannel
 from .debug_image import draw_detections
+from .input_qos import InputQos
 from ..core.engine import PerceptionEngine, SceneResult
 from ..core.errors import BackendLoadError, ConfigurationError, VlmPerceptionError
 from ..core.frames import stamp_to_ns
@@ -61,8 +63,11 @@ DEFAULT_CAMERA = "default"
 CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # one topic-name token
 WARN_PERIOD_S = 5.0
 DIAGNOSTICS_PERIOD_S = 1.0
-# Deep enough that a burst of clients is queued rather than dropped while one call runs.
-SERVICE_QUEUE_DEPTH = 100
+# How often the camera topics' publishers are looked at (image_qos auto, the no-frames diagnosis).
+INPUT_WATCH_PERIOD_S = 0.5
+# Keep every request: a burst from many clients queues (in arrival order) instead of overflowing a
+# KEEP_LAST queue, whose dropped requests would leave their clients waiting forever.
+SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 STARTUP_ONLY = frozenset(spec.name for spec in PARAMS if spec.startup_only)
@@ -86,7 +91,9 @@ class VlmPerceptionNode(LifecycleNode):
         self._engine: Optional[PerceptionEngine] = None
         self._channels: dict[str, CameraChannel] = {}
         self._to_target: Optional[TargetFrameTransformer] = None
+        self._input_qos: Optional[InputQos] = None
         self._qos_checker: Optional[QosChecker] = None
+        self._input_watch = None
         self._active = False
         self._configure_error = ""
         self._round_robin = 0
@@ -113,7 +120,7 @@ class VlmPerceptionNode(LifecycleNode):
         # Made last, so with autostart a client that sees the service finds the node active.
         self._service = self.create_service(
             QueryScene, "~/query", self._on_query,
-            qos_profile=QoSProfile(depth=SERVICE_QUEUE_DEPTH, reliability=ReliabilityPolicy.RELIABLE),
+            qos_profile=SERVICE_QOS,
             callback_group=MutuallyExclusiveCallbackGroup())
 
     # --- lifecycle -----------------------------------------------------------------
@@ -138,8 +145,6 @@ class VlmPerceptionNode(LifecycleNode):
         backend_name = p["backend"]
         self._engine = PerceptionEngine(create_backend(backend_name, _backend_options(p)), backend_name)
         compressed = p["image_transport"] == "compressed"
-        self._image_qos = qos_profile_sensor_data if p["image_qos"] == "sensor_data" else QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
         if p["target_frame"]:
             self._to_target = TargetFrameTransformer(self, p["target_frame"])
         for name in cameras or [DEFAULT_CAMERA]:
@@ -149,7 +154,8 @@ class VlmPerceptionNode(LifecycleNode):
             if self._to_target is not None:
                 channel.add_target_frame_outputs(f"~/{prefix}")
             self._channels[name] = channel
-        self._qos_checker = QosChecker(self, p["image_qos"])
+        self._input_qos = InputQos(self, p["image_qos"])
+        self._qos_checker = QosChecker(self, self._input_qos, compressed)
         if Detection2DArray is None:
             self.get_logger().info(
                 "vision_msgs is not installed: ~/detections (vision_msgs/Detection2DArray) is not published; "
@@ -160,9 +166,14 @@ class VlmPerceptionNode(LifecycleNode):
             f"{', '.join(f'{c.name} ({c.image_topic})' for c in self._channels.values())}")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        for channel in self._channels.values():
-            channel.subscribe(self._image_qos, self._inputs_group, self._qos_checker.event_callbacks(channel))
-        self._qos_checker.watch_first_frames(list(self._channels.values()))
+        channels = list(self._channels.values())
+        for channel in channels:
+            channel.start_inputs(self._inputs_group, self._qos_checker.event_callbacks(channel))
+        self._input_qos.subscribe(channels)
+        self._qos_checker.start(channels, time.monotonic())
+        # Steady time: under use_sim_time the node's clock stands still until /clock starts.
+        self._input_watch = self.create_timer(INPUT_WATCH_PERIOD_S, self._watch_inputs,
+                                              clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._set_rate(self._live["rate_hz"])
         self._active = True
         self.get_logger().info(
@@ -189,10 +200,17 @@ class VlmPerceptionNode(LifecycleNode):
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
+    def _watch_inputs(self) -> None:
+        """Follow the publishers' reliability (image_qos auto), then diagnose cameras without frames."""
+        channels = list(self._channels.values())
+        self._input_qos.follow(channels)
+        self._qos_checker.check(channels, time.monotonic())
+
     def _stop_work(self) -> None:
         self._set_rate(0.0)
-        if self._qos_checker is not None:
-            self._qos_checker.stop()
+        if self._input_watch is not None:
+            self.destroy_timer(self._input_watch)
+            self._input_watch = None
         for channel in self._channels.values():
             channel.unsubscribe()
 
@@ -205,6 +223,7 @@ class VlmPerceptionNode(LifecycleNode):
             self._channels = {}
             self._engine = None
             self._to_target = None
+            self._input_qos = None
             self._qos_checker = None
         gc.collect()
         torch = sys.modules.get("torch")

@@ -16,6 +16,8 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from rclpy.parameter import Parameter
 
+from .input_qos import MODES
+
 
 @dataclass(frozen=True)
 class ParamSpec:
@@ -80,7 +82,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               float_range=(0.0, 1.0)),
     ParamSpec("target_frame", "", S,
               "Also publish grasp poses in this tf frame (needs tf2_ros); empty = camera frame only", True),
-    ParamSpec("image_qos", "sensor_data", S, "sensor_data (best effort) or reliable", True),
+    ParamSpec("image_qos", "auto", S,
+              "auto (the reliability the camera's publishers offer: reliable when all are, else best effort), "
+              "sensor_data (best effort) or reliable", True),
     ParamSpec("image_transport", "raw", S, "raw (image) or compressed (image/compressed)", True),
     ParamSpec("cameras", [], SA,
               "Camera names; each reads <name>/image, <name>/depth, <name>/camera_info and publishes under "
@@ -96,6 +100,6 @@ PARAMS: tuple[ParamSpec, ...] = (
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),
-    "image_qos": ("sensor_data", "reliable"),
+    "image_qos": MODES,
     "image_transport": ("raw", "compressed"),
 }
