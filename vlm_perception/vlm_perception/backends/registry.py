@@ -22,7 +22,7 @@ BUILTIN_BACKENDS: dict[str, str] = {
 }
 
 # Passed to every backend whose constructor accepts them; extra options must be accepted.
-COMMON_OPTIONS = ("model", "model_path", "device")
+COMMON_OPTIONS = ("model", "model_path", "device", "precision", "runtime")
 
 
 def create_backend(name: str, options: Mapping[str, Any]) -> Backend:
