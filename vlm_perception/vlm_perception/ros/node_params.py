@@ -47,6 +47,12 @@ PARAMS: tuple[ParamSpec, ...] = (
               "empty = the backend's default", True),
     ParamSpec("model_path", "", S, "Local model directory; overrides `model` when set", True),
     ParamSpec("device", "auto", S, "auto (cuda if available, else cpu), cpu or cuda", True),
+    ParamSpec("precision", "auto", S,
+              "Number format of the model's towers: auto (bf16 on CPUs with AMX/AVX-512 BF16, bf16 or fp16 on "
+              "CUDA, else fp32), fp32, bf16 or fp16", True),
+    ParamSpec("runtime", "torch", S,
+              "torch, or openvino: the owl/clip image tower in OpenVINO on the CPU (needs the openvino extra; "
+              "exported once, cached under $XDG_CACHE_HOME/vlm_perception)", True),
     ParamSpec("backend_options", "", S,
               "Extra backend keyword arguments as a YAML mapping, e.g. '{nms_iou: 0.5}'", True),
     ParamSpec("threshold", 0.0, D,
@@ -82,6 +88,8 @@ PARAMS: tuple[ParamSpec, ...] = (
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),
+    "precision": ("auto", "fp32", "bf16", "fp16"),
+    "runtime": ("torch", "openvino"),
     "image_qos": ("sensor_data", "reliable"),
     "image_transport": ("raw", "compressed"),
 }
