@@ -5,7 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["bench_node.py", "bench_grasping.py", "bench_owl_cache.py", "bench_clip.py"]
+BENCHES = ["bench_node.py", "bench_grasping.py", "bench_owl_cache.py", "bench_clip.py", "bench_precision.py",
+           "bench_precision_node.py", "bench_gpu.py"]
 
 
 def main() -> int:
