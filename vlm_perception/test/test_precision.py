@@ -85,6 +85,15 @@ def test_backend_auto_follows_the_cpu(monkeypatch: pytest.MonkeyPatch, tiny_owl_
     assert backend.model.box_head.dense0.weight.dtype == torch.float32  # heads stay fp32
 
 
+def test_owl_and_clip_attend_through_sdpa(tiny_owl_model_dir: Path, clip_dirs: dict[str, Path]) -> None:
+    """PyTorch's fused attention (flash / memory-efficient kernels on CUDA), asked for explicitly."""
+    owl = OwlBackend("owlv2", model_path=str(tiny_owl_model_dir), device="cpu")
+    clip = ClipBackend(model_path=str(clip_dirs["clip"]), device="cpu")
+    for model in (owl.model, clip.model):
+        assert model.config.vision_config._attn_implementation == "sdpa"
+        assert model.config.text_config._attn_implementation == "sdpa"
+
+
 @pytest.mark.parametrize("name, options, message", [
     ("owlv2", {"precision": "half"}, "precision 'half' is not one of auto, fp32, bf16, fp16"),
     ("clip", {"runtime": "onnx"}, "runtime 'onnx' is not one of torch, openvino"),

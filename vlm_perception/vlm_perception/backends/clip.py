@@ -225,7 +225,8 @@ class ClipBackend:
                     f"the tokenizer of '{source}' needs a package that is not installed ({first_line(exc)}); "
                     "install it (SigLIP tokenizers: pip install sentencepiece protobuf)") from exc
             image_processor = family.image_processor_class.from_pretrained(source, local_files_only=local_only)
-            loaded = family.model_class.from_pretrained(source, config=config, local_files_only=local_only)
+            loaded = family.model_class.from_pretrained(source, config=config, local_files_only=local_only,
+                                                         attn_implementation="sdpa")  # fused attention kernels
             geometry = _geometry(image_processor, config.vision_config.image_size)
             return loaded.to(device=self.device, dtype=torch.float32).eval(), tokenizer, family, geometry
 

@@ -150,7 +150,8 @@ class OwlBackend:
                     f"'{source}' holds a '{config.model_type}' model but backend '{family}' needs an "
                     f"'{family}' model; choose the matching backend or point model/model_path at one"
                 )
-            loaded = self._family.model_class.from_pretrained(source, config=config, local_files_only=local_only)
+            loaded = self._family.model_class.from_pretrained(source, config=config, local_files_only=local_only,
+                                                              attn_implementation="sdpa")  # fused attention kernels
             processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
             return loaded.to(device=self.device, dtype=torch.float32).eval(), processor
 
