@@ -226,3 +226,21 @@ def test_missing_openvino_fails_configure_with_one_line_saying_what_to_install(
     message = str(failure.value)
     assert "\n" not in message
     assert "pip install -r requirements-openvino.txt" in message
+
+
+# generative: the whole model in the chosen format
+
+
+def test_generative_runs_in_the_chosen_precision_and_scores_like_fp32(tmp_path: Path) -> None:
+    from tiny_generative import save_tiny_llava
+    from vlm_perception.backends.generative import GenerativeBackend
+
+    model_dir = str(save_tiny_llava(tmp_path / "llava"))
+    reference = GenerativeBackend(model_path=model_dir, device="cpu", precision="fp32", max_new_tokens=2)
+    backend = GenerativeBackend(model_path=model_dir, device="cpu", precision="bf16", max_new_tokens=2)
+    assert backend.precision == "bf16" and next(backend.model.parameters()).dtype == torch.bfloat16
+    image = frame(60, 120)
+    for got, expected in zip(backend.detect(image, LABELS), reference.detect(image, LABELS)):
+        assert got.label == expected.label
+        assert abs(got.score - expected.score) <= 0.05  # bf16 logits of a random model: a coarser bound
+    assert isinstance(backend.answer(image, "what is in the bin?"), str)

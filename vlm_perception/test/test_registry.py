@@ -7,7 +7,8 @@ from vlm_perception.core.errors import BackendLoadError
 
 def test_plugin_class_gets_common_and_extra_options():
     backend = create_backend("plugin_backends:ColorBackend",
-                             {"model": "m", "model_path": "", "device": "cpu", "delay_s": 0.5})
+                             {"model": "m", "model_path": "", "device": "cpu", "precision": "auto",
+                              "runtime": "torch", "delay_s": 0.5})
     assert backend.delay_s == 0.5
     assert backend.detect(np.zeros((4, 4, 3), np.uint8), ["apple"])[0].score < 0.5
 
