@@ -197,8 +197,9 @@ class ClipBackend:
     def _openvino_tower(self) -> OpenVinoTower:
         """The image tower (pixels -> image features) in OpenVINO, exported from the fp32 model."""
         side = self.model.config.vision_config.image_size
-        return OpenVinoTower(f"{self.family}-image", _ImageFeatures(self.model), torch.zeros(1, 3, side, side),
-                             self.model.config.to_json_string(), self.precision)
+        return OpenVinoTower(f"{self.family}-image", self.model,
+                             lambda model, pixels: model.get_image_features(pixel_values=pixels).pooler_output,
+                             side, self.precision)
 
     def _scores(self, image_embed: torch.Tensor, phrase_embeds: torch.Tensor) -> torch.Tensor:
         """(phrases,) scores in 0..1 from a normalised (dim,) image and (phrases, dim) phrase embeddings."""
@@ -276,17 +277,6 @@ class ClipBackend:
         features = self.model.get_text_features(**{k: v.to(self.device) for k, v in inputs.items()}).pooler_output
         per_template = F.normalize(features.float(), dim=-1).reshape(len(phrases), len(self.templates), -1)
         return list(F.normalize(per_template.mean(dim=1), dim=-1).unbind(0))
-
-
-class _ImageFeatures(torch.nn.Module):
-    """The model's image tower and projection as a module of its own (pixels -> features), for export."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model.get_image_features(pixel_values=pixel_values).pooler_output
 
 
 def _strings(value: Any) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -51,16 +51,20 @@ def cache_root() -> Path:
 
 
 class OpenVinoTower:
-    """`module` (pixels -> tensors) compiled by OpenVINO for the CPU at `precision` (a hint).
+    """`run(model, pixels)` for (1, 3, side, side) fp32 pixels, compiled by OpenVINO for the CPU.
 
-    exported: whether this load converted the module (False: it came from the cache).
+    `model` is a transformers model in fp32; `run` is the part of it to export
+    (e.g. its image tower). precision (a hint) is fp32, bf16 or fp16.
+    exported: whether this load converted the model (False: it came from the cache).
     precision: what OpenVINO infers in (fp32 where the CPU cannot do the hint).
     """
 
-    def __init__(self, name: str, module: torch.nn.Module, example: torch.Tensor, config_json: str,
-                 precision: str) -> None:
+    def __init__(self, name: str, model: torch.nn.Module, run: Callable[[Any, torch.Tensor], torch.Tensor],
+                 side: int, precision: str) -> None:
         ov = import_openvino()
-        self.path = cache_root() / f"{name}-{_cache_key(module, example, config_json, ov.__version__)}"
+        module, example = _Part(model, run), torch.zeros(1, 3, side, side)
+        key = _cache_key(module, example, model.config.to_json_string(), ov.__version__)
+        self.path = cache_root() / f"{name}-{key}"
         xml = self.path / "tower.xml"
         self.exported = not xml.is_file()
         if self.exported:
@@ -77,6 +81,17 @@ class OpenVinoTower:
     def __call__(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         result = self._request.infer({0: pixels.numpy()})
         return tuple(torch.from_numpy(result[output]) for output in self._compiled.outputs)
+
+
+class _Part(torch.nn.Module):
+    """One path through a model as a module of its own, for tracing."""
+
+    def __init__(self, model: torch.nn.Module, run: Callable[[Any, torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.model, self._run = model, run
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self._run(self.model, pixel_values)
 
 
 def _cache_key(module: torch.nn.Module, example: torch.Tensor, config_json: str, ov_version: str) -> str:

@@ -203,8 +203,8 @@ class OwlBackend:
     def _openvino_tower(self) -> OpenVinoTower:
         """The image tower (pixels -> patch feature map) in OpenVINO, exported from the fp32 model."""
         side = self.model.config.vision_config.image_size
-        return OpenVinoTower(f"{self.family}-image", _ImageEmbedder(self.model), torch.zeros(1, 3, side, side),
-                             self.model.config.to_json_string(), self.precision)
+        return OpenVinoTower(f"{self.family}-image", self.model,
+                             lambda model, pixels: model.image_embedder(pixel_values=pixels)[0], side, self.precision)
 
     def _encode_pixels(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Patch features (1, patches, hidden) and boxes (1, patches, 4) as normalised cx, cy, w, h, in fp32."""
@@ -238,17 +238,6 @@ class OwlBackend:
         """(1, patches, phrases) logits for (phrases, dim) query embeddings."""
         logits, _ = self.model.class_predictor(image_feats, queries[None], None)
         return logits
-
-
-class _ImageEmbedder(torch.nn.Module):
-    """The model's image_embedder as a module of its own (pixels -> feature map), for export."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model.image_embedder(pixel_values=pixel_values)[0]
 
 
 class Owlv2Backend(OwlBackend):
