@@ -36,11 +36,11 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start(params: dict) -> tuple[NodeProcess, TestClient]:
+def start(params: dict, timeout: float = 120.0) -> tuple[NodeProcess, TestClient]:
     node = NodeProcess(f"bench{uuid.uuid4().hex[:6]}", params)
     # A pure service caller: the node's cost, not the client's topic processing, is measured.
     client = TestClient(node.prefix, subscribe_outputs=False)
-    if not client.wait_for_service(120.0):
+    if not client.wait_for_service(timeout):
         raise SystemExit(f"node did not come up:\n{node.output}")
     client.handshake()
     return node, client

@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 BENCHES = ["bench_node.py", "bench_delivery.py", "bench_grasping.py", "bench_owl_cache.py", "bench_clip.py",
-           "bench_standing_load.py", "bench_lockstep.py"]
+           "bench_precision.py", "bench_precision_node.py", "bench_gpu.py", "bench_standing_load.py",
+           "bench_lockstep.py"]
 
 
 def main() -> int:

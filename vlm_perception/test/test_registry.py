@@ -9,7 +9,8 @@ from vlm_perception.core.errors import BackendLoadError
 
 def test_plugin_class_gets_common_and_extra_options():
     backend = create_backend("plugin_backends:ColorBackend",
-                             {"model": "m", "model_path": "", "device": "cpu", "delay_s": 0.5})
+                             {"model": "m", "model_path": "", "device": "cpu", "precision": "auto",
+                              "runtime": "torch", "delay_s": 0.5})
     assert backend.delay_s == 0.5
     assert backend.detect(np.zeros((4, 4, 3), np.uint8), ["apple"])[0].score < 0.5
 
@@ -69,15 +70,16 @@ def test_trust_remote_code_false_is_harmless_and_accepted():
     assert create_backend("plugin_backends:BrokenBackend", {"trust_remote_code": False}) is not None
 
 
-def test_offline_extra_matches_requirements_offline():
-    """setup.py's [offline] extra and requirements-offline.txt must name the same packages."""
+@pytest.mark.parametrize("extra_name", ["offline", "openvino"])
+def test_extra_matches_its_requirements_file(extra_name):
+    """setup.py's [offline] and [openvino] extras and requirements-<extra>.txt must name the same packages."""
     import ast
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
     tree = ast.parse((root / "vlm_perception" / "setup.py").read_text())
     [extra] = [ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
-               and getattr(node.targets[0], "id", "") == "OFFLINE_REQUIREMENTS"]
-    listed = [line.strip() for line in (root / "requirements-offline.txt").read_text().splitlines()
+               and getattr(node.targets[0], "id", "") == f"{extra_name.upper()}_REQUIREMENTS"]
+    listed = [line.strip() for line in (root / f"requirements-{extra_name}.txt").read_text().splitlines()
               if line.strip() and not line.startswith("#")]
     assert extra == listed

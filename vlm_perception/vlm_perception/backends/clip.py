@@ -38,6 +38,12 @@ round and clip between their passes in a different order, fine high-contrast
 detail can differ by a few levels (mean under 0.3). cv2 has no antialiased
 bicubic: INTER_AREA differs from PIL by up to 13 levels on a camera frame.
 
+Precision (see precision.py): the image and text towers run in the chosen
+format; embeddings are normalised and scored in fp32, so thresholds do not
+move. With runtime openvino the image tower (get_image_features) runs in
+OpenVINO, exported once and cached (openvino_tower.py); the text tower stays in
+PyTorch (it runs once per new phrase).
+
 Not thread-safe: the model and caches are shared mutable state; the engine
 serialises calls to detect().
 """
@@ -60,6 +66,8 @@ from .caching import FrameCache, PhraseCache
 from .common import (
     asked_phrases, first_line, inference, load_pretrained, option, pretrained_options, reject_unknown, resolve_device,
 )
+from .openvino_tower import OpenVinoTower
+from .precision import check_precision, check_runtime, resolve_precision, torch_dtype
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 PHRASE_CACHE_SIZE = 1024
@@ -120,11 +128,13 @@ class ClipBackend:
         model: str = "",
         model_path: str = "",
         device: str = "auto",
+        precision: str = "auto",
+        runtime: str = "torch",
         templates: Optional[Sequence[str]] = None,
         negatives: Optional[Sequence[str]] = None,
         **unknown: Any,
     ) -> None:
-        reject_unknown("clip", unknown, "model, model_path, device, templates, negatives")
+        reject_unknown("clip", unknown, "model, model_path, device, precision, runtime, templates, negatives")
         self.templates: tuple[str, ...] = (
             DEFAULT_TEMPLATES if templates is None else
             option("templates", templates, _strings, lambda v: all(_is_template(t) for t in v),
@@ -133,7 +143,16 @@ class ClipBackend:
         chosen_negatives: Optional[tuple[str, ...]] = None if negatives is None else option(
             "negatives", negatives, _strings, lambda v: all(n.strip() for n in v), "a non-empty list of phrases")
         self.device = resolve_device(device)
+        self.runtime = check_runtime(runtime, self.device.type)
+        self.precision = resolve_precision(check_precision(precision), self.device)
         self.model, self.tokenizer, self._family, self._geometry = self._load(model or DEFAULT_MODEL, model_path)
+        self._image_tower = self._openvino_tower() if self.runtime == "openvino" else None
+        self._dtype = torch_dtype(self.precision)
+        # The towers only: logit_scale and logit_bias stay fp32, as scores and thresholds depend on them.
+        for name in ("vision_model", "visual_projection", "text_model", "text_projection"):
+            tower = getattr(self.model, name, None)
+            if tower is not None:
+                tower.to(self._dtype)
         if not self._family.softmax_vs_negatives and chosen_negatives is not None:
             raise BackendLoadError(
                 "option negatives applies to CLIP models only: a SigLIP model scores each phrase with its own "
@@ -172,12 +191,24 @@ class ClipBackend:
         self._phrases.clear()
         self._frames.clear()
 
+    @property
+    def image_tower_precision(self) -> str:
+        """What the image tower really runs in (OpenVINO runs fp32 where the CPU lacks the hinted format)."""
+        return self.precision if self._image_tower is None else self._image_tower.precision
+
+    def _openvino_tower(self) -> OpenVinoTower:
+        """The image tower (pixels -> image features) in OpenVINO, exported from the fp32 model."""
+        side = self.model.config.vision_config.image_size
+        return OpenVinoTower(f"{self.family}-image", self.model,
+                             lambda model, pixels: model.get_image_features(pixel_values=pixels).pooler_output,
+                             side, self.precision)
+
     def _scores(self, image_embed: torch.Tensor, phrase_embeds: torch.Tensor) -> torch.Tensor:
         """(phrases,) scores in 0..1 from a normalised (dim,) image and (phrases, dim) phrase embeddings."""
-        scale = self.model.logit_scale.exp()
+        scale = self.model.logit_scale.float().exp()
         logits = scale * (phrase_embeds @ image_embed)
         if self._negative_embeds is None:
-            return torch.sigmoid(logits + self.model.logit_bias)
+            return torch.sigmoid(logits + self.model.logit_bias.float())
         # softmax over [phrase, negatives...] taken at the phrase == sigmoid(phrase - logsumexp(negatives))
         background = torch.logsumexp(scale * (self._negative_embeds @ image_embed), dim=0)
         return torch.sigmoid(logits - background)
@@ -197,7 +228,8 @@ class ClipBackend:
                     f"the tokenizer of '{source}' needs a package that is not installed ({first_line(exc)}); "
                     "install it (SigLIP tokenizers: pip install sentencepiece protobuf)") from exc
             image_processor = family.image_processor_class.from_pretrained(source, **pretrained_options(local_only))
-            loaded = family.model_class.from_pretrained(source, config=config, **pretrained_options(local_only))
+            loaded = family.model_class.from_pretrained(source, config=config, **pretrained_options(local_only),
+                                                         attn_implementation="sdpa")  # fused attention kernels
             geometry = _geometry(image_processor, config.vision_config.image_size)
             return loaded.to(device=self.device, dtype=torch.float32).eval(), tokenizer, family, geometry
 
@@ -226,8 +258,12 @@ class ClipBackend:
 
     def _encode_frame(self, image: np.ndarray) -> torch.Tensor:
         """The normalised (dim,) image embedding."""
-        features = self.model.get_image_features(pixel_values=self._preprocess(image)).pooler_output
-        return F.normalize(features[0], dim=-1)
+        pixels = self._preprocess(image)
+        if self._image_tower is not None:
+            (features,) = self._image_tower(pixels)
+        else:
+            features = self.model.get_image_features(pixel_values=pixels.to(self._dtype)).pooler_output
+        return F.normalize(features[0].float(), dim=-1)
 
     def _embed_phrases(self, phrases: list[str]) -> list[torch.Tensor]:
         """Normalised (dim,) embeddings: each phrase's template embeddings averaged, in one text-tower batch."""
@@ -241,7 +277,7 @@ class ClipBackend:
                                     max_length=self._max_text_tokens, return_tensors="pt")
             inputs = {"input_ids": tokens["input_ids"]}
         features = self.model.get_text_features(**{k: v.to(self.device) for k, v in inputs.items()}).pooler_output
-        per_template = F.normalize(features, dim=-1).reshape(len(phrases), len(self.templates), -1)
+        per_template = F.normalize(features.float(), dim=-1).reshape(len(phrases), len(self.templates), -1)
         return list(F.normalize(per_template.mean(dim=1), dim=-1).unbind(0))
 
 

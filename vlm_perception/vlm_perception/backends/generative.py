@@ -68,6 +68,7 @@ from .common import (
     YES_NO_PROMPT, asked_phrases, check_image, first_line, inference, load_pretrained, option, pretrained_options,
     reject_unknown, resolve_device,
 )
+from .precision import check_precision, resolve_precision, torch_dtype
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
 DEFAULT_PRESENCE_PROMPT = YES_NO_PROMPT
@@ -103,17 +104,26 @@ class GenerativeBackend:
         model: str = "",
         model_path: str = "",
         device: str = "auto",
+        precision: str = "auto",
+        runtime: str = "torch",
         presence_prompt: str = DEFAULT_PRESENCE_PROMPT,
         max_new_tokens: int = 64,
         **unknown: Any,
     ) -> None:
-        reject_unknown("generative", unknown, "model, model_path, device, presence_prompt, max_new_tokens")
+        reject_unknown("generative", unknown,
+                       "model, model_path, device, precision, runtime, presence_prompt, max_new_tokens")
+        if runtime != "torch":
+            raise BackendLoadError(f"runtime '{runtime}' does not apply to the generative backend, which runs in "
+                                   "PyTorch only; use runtime torch (openvino serves the owl and clip backends)")
         self.presence_prompt: str = option(
             "presence_prompt", presence_prompt, str, _is_prompt_template,
             'text with exactly one "{}" where the phrase goes, e.g. "' + DEFAULT_PRESENCE_PROMPT + '"',
         )
         self.max_new_tokens: int = option("max_new_tokens", max_new_tokens, int, lambda v: v >= 1, "at least 1")
         self.device = resolve_device(device)
+        # The whole model, language model included: that is where a generative VLM spends its time.
+        self.precision = resolve_precision(check_precision(precision), self.device)
+        self.runtime = runtime
         source = model_path or model or DEFAULT_MODEL
         self.model, self.processor = self._load(model or DEFAULT_MODEL, model_path)
         if not (hasattr(self.processor, "tokenizer") and hasattr(self.processor, "image_processor")):
@@ -190,7 +200,7 @@ class GenerativeBackend:
                     "or use the backend made for this model"
                 )
             loaded = AutoModelForImageTextToText.from_pretrained(
-                source, config=config, **pretrained_options(local_only), dtype=torch.float32
+                source, config=config, **pretrained_options(local_only), dtype=torch_dtype(self.precision)
             )
             try:
                 processor = AutoProcessor.from_pretrained(source, **pretrained_options(local_only))
@@ -268,7 +278,7 @@ class GenerativeBackend:
             images=[Image.fromarray(image)], text=[self._head_text], add_special_tokens=self._add_special_tokens,
             return_tensors="pt",
         )
-        return _Frame(dict(inputs.to(self.device)))
+        return _Frame(dict(inputs.to(self.device, dtype=torch_dtype(self.precision))))
 
     def _head_cache(self, frame: _Frame, copies: int) -> Any:
         """A copy of the frame's head KV cache for `copies` sequences; runs the head when it is stale."""

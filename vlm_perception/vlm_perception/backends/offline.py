@@ -23,6 +23,7 @@ from .base import Box, Detection
 from .caching import FrameCache
 from .common import asked_phrases, first_line, inference, option, reject_unknown, resolve_device
 from .imagenet_vocab import INSTALL_ADVICE, ClassMatch, ImageNetVocabulary, SentenceEmbedder
+from .precision import check_precision
 
 INPUT_SIZE = 224  # EfficientNet-Lite0's resolution; the converted network's "same" padding is fixed to it
 # The TensorFlow Lite models take (pixel - 127) / 128, not ImageNet mean/std.
@@ -89,11 +90,18 @@ class OfflineBackend:
         model: str = "",
         model_path: str = "",
         device: str = "auto",
+        precision: str = "auto",
+        runtime: str = "torch",
         match_threshold: float = 0.55,
         grid: int = 3,
         **unknown: Any,
     ) -> None:
-        reject_unknown("offline", unknown, "model, model_path, device, match_threshold, grid")
+        reject_unknown("offline", unknown, "model, model_path, device, precision, runtime, match_threshold, grid")
+        if check_precision(precision) not in ("auto", "fp32") or runtime != "torch":
+            raise BackendLoadError(
+                f"backend 'offline' runs its small models in fp32 with PyTorch; precision '{precision}' and runtime "
+                f"'{runtime}' do not apply to it: leave precision auto (or fp32) and runtime torch")
+        self.precision, self.runtime = "fp32", runtime
         if model or model_path:
             raise BackendLoadError(
                 "backend 'offline' runs fixed models that ship in PyPI packages (EfficientNet-Lite0 and "

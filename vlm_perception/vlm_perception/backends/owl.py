@@ -12,6 +12,12 @@ Images are preprocessed here with cv2/numpy instead of the transformers image
 processors: in transformers 5 the default (fast) processors need torchvision
 and the PIL ones resize through scipy, both slow or missing.
 
+Precision (see precision.py): the image and text towers run in the chosen
+format; the box and class heads stay fp32 (they are cheap, and boxes and scores
+keep fp32 resolution, so thresholds do not move). With runtime openvino the
+image tower (image_embedder) runs in OpenVINO, exported once and cached
+(openvino_tower.py); the text tower and heads stay in PyTorch.
+
 Not thread-safe: the model and caches are shared mutable state; the engine
 serialises calls to detect().
 """
@@ -31,6 +37,8 @@ from .caching import FrameCache, PhraseCache
 from .common import (
     asked_phrases, inference, load_pretrained, option, pretrained_options, reject_unknown, resolve_device,
 )
+from .openvino_tower import OpenVinoTower
+from .precision import check_precision, check_runtime, resolve_precision, torch_dtype
 
 PHRASE_CACHE_SIZE = 1024
 PAD_VALUE = 0.5  # OWLv2 pads with gray after rescaling to 0..1, as the original implementation does
@@ -69,6 +77,8 @@ class OwlBackend:
         model: str = "",
         model_path: str = "",
         device: str = "auto",
+        precision: str = "auto",
+        runtime: str = "torch",
         nms_iou: float = 0.3,
         max_detections_per_label: int = 10,
         min_score: float = 0.01,
@@ -77,16 +87,24 @@ class OwlBackend:
         if family not in FAMILIES:
             raise BackendLoadError(f"unknown OWL family '{family}'; use one of {', '.join(FAMILIES)}")
         self._family = FAMILIES[family]
-        reject_unknown(family, unknown, "model, model_path, device, nms_iou, max_detections_per_label, min_score")
+        reject_unknown(family, unknown, "model, model_path, device, precision, runtime, nms_iou, "
+                                        "max_detections_per_label, min_score")
         self.nms_iou = option("nms_iou", nms_iou, float, lambda v: 0.0 <= v <= 1.0, "between 0 and 1")
         self.max_detections_per_label = option(
             "max_detections_per_label", max_detections_per_label, int, lambda v: v >= 1, "at least 1"
         )
         self.min_score = option("min_score", min_score, float, lambda v: 0.0 <= v <= 1.0, "between 0 and 1")
         self.device = resolve_device(device)
+        self.runtime = check_runtime(runtime, self.device.type)
+        self.precision = resolve_precision(check_precision(precision), self.device)
         self.model, processor = self._load(model or self._family.default_model, model_path)
         self.tokenizer = processor.tokenizer
         self._configure_inputs(processor.image_processor)
+        self._image_tower = self._openvino_tower() if self.runtime == "openvino" else None
+        self._dtype = torch_dtype(self.precision)
+        base = self.model.base_model
+        for tower in (base.vision_model, self.model.layer_norm, base.text_model, base.text_projection):
+            tower.to(self._dtype)
         self._phrases: PhraseCache[torch.Tensor] = PhraseCache(PHRASE_CACHE_SIZE)
         self._frames: FrameCache[_Frame] = FrameCache()
 
@@ -134,7 +152,8 @@ class OwlBackend:
                     f"'{source}' holds a '{config.model_type}' model but backend '{family}' needs an "
                     f"'{family}' model; choose the matching backend or point model/model_path at one"
                 )
-            loaded = self._family.model_class.from_pretrained(source, config=config, **pretrained_options(local_only))
+            loaded = self._family.model_class.from_pretrained(source, config=config, **pretrained_options(local_only),
+                                                              attn_implementation="sdpa")  # fused attention kernels
             processor = AutoProcessor.from_pretrained(source, **pretrained_options(local_only))
             return loaded.to(device=self.device, dtype=torch.float32).eval(), processor
 
@@ -178,9 +197,23 @@ class OwlBackend:
         pixels = (pixels - self._mean) / self._std
         return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None].to(self.device)
 
+    @property
+    def image_tower_precision(self) -> str:
+        """What the image tower really runs in (OpenVINO runs fp32 where the CPU lacks the hinted format)."""
+        return self.precision if self._image_tower is None else self._image_tower.precision
+
+    def _openvino_tower(self) -> OpenVinoTower:
+        """The image tower (pixels -> patch feature map) in OpenVINO, exported from the fp32 model."""
+        side = self.model.config.vision_config.image_size
+        return OpenVinoTower(f"{self.family}-image", self.model,
+                             lambda model, pixels: model.image_embedder(pixel_values=pixels)[0], side, self.precision)
+
     def _encode_pixels(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Patch features (1, patches, hidden) and boxes (1, patches, 4) as normalised cx, cy, w, h."""
-        feature_map, _ = self.model.image_embedder(pixel_values=pixel_values)
+        """Patch features (1, patches, hidden) and boxes (1, patches, 4) as normalised cx, cy, w, h, in fp32."""
+        if self._image_tower is not None:
+            (feature_map,) = self._image_tower(pixel_values)
+        else:
+            feature_map = self.model.image_embedder(pixel_values=pixel_values.to(self._dtype))[0].float()
         batch, rows, cols, hidden = feature_map.shape
         image_feats = feature_map.reshape(batch, rows * cols, hidden)
         return image_feats, self.model.box_predictor(image_feats, feature_map)
@@ -199,7 +232,7 @@ class OwlBackend:
         ).to(self.device)
         base = self.model.base_model
         pooled = base.text_model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).pooler_output
-        embeds = base.text_projection(pooled)
+        embeds = base.text_projection(pooled).float()
         embeds = embeds / torch.linalg.norm(embeds, ord=2, dim=-1, keepdim=True)
         return list(embeds.unbind(0))
 

@@ -27,7 +27,7 @@ BUILTIN_BACKENDS: dict[str, str] = {
 ENTRY_POINT_GROUP = "vlm_perception.backends"
 
 # Passed to every backend whose constructor accepts them; extra options must be accepted.
-COMMON_OPTIONS = ("model", "model_path", "device")
+COMMON_OPTIONS = ("model", "model_path", "device", "precision", "runtime")
 
 # Options that make transformers import and run Python code shipped with a model
 # (its directory or hub repo). Refused for every backend, plugins included, at any depth.

@@ -103,6 +103,8 @@ class RemoteBackend:
         presence_prompt: str = DEFAULT_PRESENCE_PROMPT,
         model_path: str = "",
         device: str = "auto",
+        precision: str = "auto",
+        runtime: str = "torch",
         **unknown: Any,
     ) -> None:
         reject_unknown("remote", unknown, "base_url, model, api_key_env, timeout_s, retries, max_tokens, "
@@ -113,6 +115,10 @@ class RemoteBackend:
         if device != "auto":
             raise BackendLoadError(f"device '{device}' does not apply to the remote backend: the server chooses "
                                    "its device; leave device at 'auto'")
+        if precision != "auto" or runtime != "torch":
+            raise BackendLoadError(f"precision '{precision}' and runtime '{runtime}' do not apply to the remote "
+                                   "backend: the server chooses how it runs the model; leave precision auto and "
+                                   "runtime torch")
         self.url = _chat_url(base_url)
         self.model = option("model", model, str, bool,
                             "the model name the server serves (as its /v1/models lists it); set model")

@@ -162,7 +162,7 @@ class VlmPerceptionNode(LifecycleNode):
                 "install ros-$ROS_DISTRO-vision-msgs to get it")
         self._publish_standing_queries()
         self.get_logger().info(
-            f"configured: backend '{backend_name}', cameras "
+            f"configured: backend '{backend_name}' ({_run_summary(self._engine.backend)}), cameras "
             f"{', '.join(f'{c.name} ({c.image_topic})' for c in self._channels.values())}")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -485,6 +485,8 @@ class VlmPerceptionNode(LifecycleNode):
             stale_after_s=self._live["stale_frame_s"],
             latency_warn_ms=self._live["latency_warn_ms"],
         )
+        if engine is not None:
+            statuses[0].values.update(_run_values(engine.backend))
         for status, channel in zip(statuses[1:], channels, strict=True):
             status.values["debug_images_published"] = str(channel.debug_images)
         self._diagnostics_pub.publish(diagnostic_array_msg(now.to_msg(), statuses, self.get_name()))
@@ -502,8 +504,19 @@ def _camera_names(names: list[str]) -> list[str]:
     return cleaned
 
 
+def _run_values(backend: Any) -> dict[str, str]:
+    """How the backend runs its model (precision, runtime, image tower precision), as far as it says."""
+    values = {name: str(getattr(backend, name, "")) for name in ("precision", "runtime", "image_tower_precision")}
+    return {name: value for name, value in values.items() if value}
+
+
+def _run_summary(backend: Any) -> str:
+    values = _run_values(backend)
+    return ", ".join(f"{name} {value}" for name, value in values.items()) or "precision and runtime not reported"
+
+
 def _backend_options(p: dict[str, Any]) -> dict[str, Any]:
-    options = {"model": p["model"], "model_path": p["model_path"], "device": p["device"]}
+    options = {name: p[name] for name in ("model", "model_path", "device", "precision", "runtime")}
     if p["backend_options"].strip():
         try:
             extra = yaml.safe_load(p["backend_options"])

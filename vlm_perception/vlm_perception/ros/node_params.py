@@ -62,6 +62,12 @@ PARAMS: tuple[ParamSpec, ...] = (
               "empty = the backend's default", True, startup_only=True),
     ParamSpec("model_path", "", S, "Local model directory; overrides `model` when set", True, startup_only=True),
     ParamSpec("device", "auto", S, "auto (cuda if available, else cpu), cpu or cuda", True),
+    ParamSpec("precision", "auto", S,
+              "Number format of the model's towers: auto (bf16 on CPUs with AMX/AVX-512 BF16, bf16 or fp16 on "
+              "CUDA, else fp32), fp32, bf16 or fp16", True),
+    ParamSpec("runtime", "torch", S,
+              "torch, or openvino: the owl/clip image tower in OpenVINO on the CPU (needs the openvino extra; "
+              "exported once, cached under $XDG_CACHE_HOME/vlm_perception)", True),
     ParamSpec("backend_options", "", S,
               "Extra backend keyword arguments as a YAML mapping, e.g. '{nms_iou: 0.5}'; trust_remote_code is refused",
               True, startup_only=True),
@@ -100,6 +106,8 @@ PARAMS: tuple[ParamSpec, ...] = (
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),
+    "precision": ("auto", "fp32", "bf16", "fp16"),
+    "runtime": ("torch", "openvino"),
     "image_qos": MODES,
     "image_transport": ("raw", "compressed"),
 }
