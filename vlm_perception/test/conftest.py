@@ -12,6 +12,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 # Caches the tests fill (the offline backend's class embeddings) stay out of the user's home.
 os.environ.setdefault("XDG_CACHE_HOME", tempfile.mkdtemp(prefix="vlm-perception-test-cache-"))
 
+# launch_tests/ holds launch_testing files; they need the `launch_test` runner, which
+# test_launch_tests.py starts for each of them. Collected by plain pytest they would fail.
+collect_ignore = ["launch_tests"]
+
 
 @pytest.fixture(scope="session")
 def tiny_owl_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
