@@ -28,7 +28,7 @@ from readme_commands import commands, launch_arguments, lines, ros_arg
 from ros2_cli import Background, Ros2Daemon, require_tool, run
 from ros_harness import TestClient, wait_until
 from rosbags.highlevel import AnyReader
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 from vlm_perception_msgs.msg import StandingQueries
 
 from vlm_perception.core.images import encode_image_fields
@@ -135,6 +135,9 @@ def test_ros2_launch_of_the_node_launch_file(ros):
             wait_answering(client)
             [apple] = client.query(SEEN).presence
             assert apple.present
+            # image_qos auto subscribes an input once it has a publisher: the driver's depth and camera_info too.
+            client.node.create_publisher(Image, topic("depth"), qos_profile_sensor_data)
+            client.node.create_publisher(CameraInfo, topic("camera_info"), 10)
             for name in ("image", "depth", "camera_info"):  # the remapped inputs
                 assert wait_until(lambda: client.node.count_subscribers(topic(name)) > 0, 10.0), topic(name)
         finally:

@@ -22,7 +22,7 @@ from launch_support import COLOR_BACKEND, apple_frame, node_launch_file
 from lifecycle_msgs.msg import Transition
 from rclpy.qos import qos_profile_sensor_data
 from ros_harness import TestClient, now_stamp, wait_until
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 
 from vlm_perception.core.images import encode_image_fields
 
@@ -66,6 +66,9 @@ class TestIncludedWithNamespaceAndRemaps(unittest.TestCase):
         rclpy.init()
         cls.client = TestClient(NODE)  # publishes "image" etc. in /robot1: not the topics the node reads
         cls.camera = cls.client.node.create_publisher(Image, f"/{ROBOT}/{CAMERA['image']}", qos_profile_sensor_data)
+        # image_qos auto subscribes an input once it has a publisher: the driver's depth and camera_info too.
+        cls.depth = cls.client.node.create_publisher(Image, f"/{ROBOT}/{CAMERA['depth']}", qos_profile_sensor_data)
+        cls.info = cls.client.node.create_publisher(CameraInfo, f"/{ROBOT}/{CAMERA['camera_info']}", 10)
 
     @classmethod
     def tearDownClass(cls):
