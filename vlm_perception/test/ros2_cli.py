@@ -10,13 +10,12 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Optional, Sequence
 
 import pytest
-from ros_harness import node_env
+from ros_harness import CapturedProcess, node_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,37 +49,14 @@ def run(argv: Sequence[str], timeout: float = 60.0) -> subprocess.CompletedProce
                           capture_output=True, text=True, timeout=timeout)
 
 
-class Background:
+class Background(CapturedProcess):
     """A long-running command (`ros2 launch`, a replay) in its own process group, output captured."""
 
     def __init__(self, argv: Sequence[str]) -> None:
         self.argv = list(argv)
-        self.process = subprocess.Popen(self.argv, cwd=REPO_ROOT, env=node_env(), stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        start_new_session=True)
-        self._lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self._lines)
-
-    def wait_for_output(self, text: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.output:
-                return True
-            if self.process.poll() is not None:
-                time.sleep(0.2)  # let the reader take the last lines
-                return text in self.output
-            time.sleep(0.05)
-        return False
+        super().__init__(subprocess.Popen(self.argv, cwd=REPO_ROOT, env=node_env(), stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                          start_new_session=True))
 
     def stop(self, timeout: float = 20.0) -> Optional[int]:
         """SIGINT, as Ctrl-C in a terminal (ros2 launch then stops its processes); the group is

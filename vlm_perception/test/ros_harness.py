@@ -49,18 +49,11 @@ def node_env() -> dict[str, str]:
     return env
 
 
-class NodeProcess:
-    """The node started with a parameter file, its output captured for assertions."""
+class CapturedProcess:
+    """A child process whose stdout and stderr are collected line by line for assertions."""
 
-    def __init__(self, namespace: str, params: dict[str, Any]) -> None:
-        self.namespace = namespace
-        self.prefix = f"/{namespace}/{NODE_NAME}"
-        handle, self._params_path = tempfile.mkstemp(suffix=".yaml")
-        with os.fdopen(handle, "w") as f:
-            yaml.safe_dump({"/**": {"ros__parameters": params}}, f)
-        self.process = subprocess.Popen(
-            [node_executable(), "--ros-args", "-r", f"__ns:=/{namespace}", "--params-file", self._params_path],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=node_env())
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process = process
         self._lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -79,8 +72,25 @@ class NodeProcess:
         while time.monotonic() < deadline:
             if text in self.output:
                 return True
+            if self.process.poll() is not None:
+                time.sleep(0.2)  # let the reader take the last lines
+                return text in self.output
             time.sleep(0.05)
         return False
+
+
+class NodeProcess(CapturedProcess):
+    """The node started with a parameter file, its output captured for assertions."""
+
+    def __init__(self, namespace: str, params: dict[str, Any]) -> None:
+        self.namespace = namespace
+        self.prefix = f"/{namespace}/{NODE_NAME}"
+        handle, self._params_path = tempfile.mkstemp(suffix=".yaml")
+        with os.fdopen(handle, "w") as f:
+            yaml.safe_dump({"/**": {"ros__parameters": params}}, f)
+        super().__init__(subprocess.Popen(
+            [node_executable(), "--ros-args", "-r", f"__ns:=/{namespace}", "--params-file", self._params_path],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=node_env()))
 
     def wait_exit(self, timeout: float) -> Optional[int]:
         try:
