@@ -129,11 +129,11 @@ def raw_node(ros) -> Iterator[tuple[NodeProcess, TestClient]]:
 
 
 def replay_through_node(node: NodeProcess, bag: Path, image_topic: str, tmp_path: Path) -> dict[str, list]:
-    """Replay the bag's color images into the node at 5 frames/s; the recorded inputs and outputs."""
+    """Replay the bag's color images into the node in lockstep; the recorded inputs and outputs."""
     namespace = f"/{node.namespace}"
     recorded = tmp_path / "recorded"
-    # At --rate 0.5 a frame comes every 200 ms and the 40 Hz standing queries evaluate each one.
-    result = run_replay(bag, "--rate", "0.5", "--topics", sample_bag.COLOR_TOPIC,
+    # Lockstep: each frame waits for the node's standing-query answer, so a loaded machine skips none.
+    result = run_replay(bag, "--lockstep", "--topics", sample_bag.COLOR_TOPIC,
                         "--remap", f"{sample_bag.COLOR_TOPIC}:={namespace}/{image_topic}",
                         "--record", str(recorded), "--record-namespace", namespace)
     assert result.returncode == 0, result.stderr
