@@ -66,7 +66,7 @@ from .caching import FrameCache, PhraseCache
 from .common import (
     asked_phrases, first_line, inference, load_pretrained, option, pretrained_options, reject_unknown, resolve_device,
 )
-from .openvino_tower import OpenVinoTower
+from .openvino_tower import ImageTowerRuntime
 from .precision import check_precision, check_runtime, resolve_precision, torch_dtype
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
@@ -113,7 +113,7 @@ class _Geometry:
     std: torch.Tensor
 
 
-class ClipBackend:
+class ClipBackend(ImageTowerRuntime):
     """Scores how present each phrase is in an RGB uint8 image with a CLIP or SigLIP model.
 
     One Detection per phrase, in the order asked, box None. Not thread-safe
@@ -146,7 +146,9 @@ class ClipBackend:
         self.runtime = check_runtime(runtime, self.device.type)
         self.precision = resolve_precision(check_precision(precision), self.device)
         self.model, self.tokenizer, self._family, self._geometry = self._load(model or DEFAULT_MODEL, model_path)
-        self._image_tower = self._openvino_tower() if self.runtime == "openvino" else None
+        self._image_tower = self._openvino_image_tower(
+            lambda model, pixels: model.get_image_features(pixel_values=pixels).pooler_output
+        ) if self.runtime == "openvino" else None
         self._dtype = torch_dtype(self.precision)
         # The towers only: logit_scale and logit_bias stay fp32, as scores and thresholds depend on them.
         for name in ("vision_model", "visual_projection", "text_model", "text_projection"):
@@ -190,18 +192,6 @@ class ClipBackend:
         """Forget cached frame features and phrase embeddings (the negatives stay)."""
         self._phrases.clear()
         self._frames.clear()
-
-    @property
-    def image_tower_precision(self) -> str:
-        """What the image tower really runs in (OpenVINO runs fp32 where the CPU lacks the hinted format)."""
-        return self.precision if self._image_tower is None else self._image_tower.precision
-
-    def _openvino_tower(self) -> OpenVinoTower:
-        """The image tower (pixels -> image features) in OpenVINO, exported from the fp32 model."""
-        side = self.model.config.vision_config.image_size
-        return OpenVinoTower(f"{self.family}-image", self.model,
-                             lambda model, pixels: model.get_image_features(pixel_values=pixels).pooler_output,
-                             side, self.precision)
 
     def _scores(self, image_embed: torch.Tensor, phrase_embeds: torch.Tensor) -> torch.Tensor:
         """(phrases,) scores in 0..1 from a normalised (dim,) image and (phrases, dim) phrase embeddings."""

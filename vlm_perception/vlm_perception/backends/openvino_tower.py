@@ -22,7 +22,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -81,6 +81,30 @@ class OpenVinoTower:
     def __call__(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         result = self._request.infer({0: pixels.numpy()})
         return tuple(torch.from_numpy(result[output]) for output in self._compiled.outputs)
+
+
+class ImageTowerRuntime:
+    """For backends whose image tower may run in OpenVINO (owl, clip).
+
+    The backend sets `precision`, `family` and `model` (fp32, a transformers
+    model with a vision_config), then `_image_tower` to None (PyTorch) or to
+    `self._openvino_image_tower(run)`, `run` being its pixels -> features path.
+    """
+
+    precision: str
+    family: str
+    model: Any
+    _image_tower: Optional[OpenVinoTower]
+
+    @property
+    def image_tower_precision(self) -> str:
+        """What the image tower really runs in (OpenVINO runs fp32 where the CPU lacks the hinted format)."""
+        return self.precision if self._image_tower is None else self._image_tower.precision
+
+    def _openvino_image_tower(self, run: Callable[[Any, torch.Tensor], torch.Tensor]) -> OpenVinoTower:
+        """The image tower in OpenVINO, exported from the fp32 model at the model's input size."""
+        side = self.model.config.vision_config.image_size
+        return OpenVinoTower(f"{self.family}-image", self.model, run, side, self.precision)
 
 
 class _Part(torch.nn.Module):

@@ -37,7 +37,7 @@ from .caching import FrameCache, PhraseCache
 from .common import (
     asked_phrases, inference, load_pretrained, option, pretrained_options, reject_unknown, resolve_device,
 )
-from .openvino_tower import OpenVinoTower
+from .openvino_tower import ImageTowerRuntime
 from .precision import check_precision, check_runtime, resolve_precision, torch_dtype
 
 PHRASE_CACHE_SIZE = 1024
@@ -64,7 +64,7 @@ class _Frame:
     boxes: np.ndarray  # (patches, 4) x0, y0, x1, y1 in source pixels
 
 
-class OwlBackend:
+class OwlBackend(ImageTowerRuntime):
     """Detects every phrase on an RGB uint8 image; one model family per instance.
 
     Not thread-safe (see the module docstring).
@@ -100,7 +100,9 @@ class OwlBackend:
         self.model, processor = self._load(model or self._family.default_model, model_path)
         self.tokenizer = processor.tokenizer
         self._configure_inputs(processor.image_processor)
-        self._image_tower = self._openvino_tower() if self.runtime == "openvino" else None
+        self._image_tower = self._openvino_image_tower(
+            lambda model, pixels: model.image_embedder(pixel_values=pixels)[0]
+        ) if self.runtime == "openvino" else None
         self._dtype = torch_dtype(self.precision)
         base = self.model.base_model
         for tower in (base.vision_model, self.model.layer_norm, base.text_model, base.text_projection):
@@ -196,17 +198,6 @@ class OwlBackend:
             pixels = resized.astype(np.float32) * self._rescale
         pixels = (pixels - self._mean) / self._std
         return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None].to(self.device)
-
-    @property
-    def image_tower_precision(self) -> str:
-        """What the image tower really runs in (OpenVINO runs fp32 where the CPU lacks the hinted format)."""
-        return self.precision if self._image_tower is None else self._image_tower.precision
-
-    def _openvino_tower(self) -> OpenVinoTower:
-        """The image tower (pixels -> patch feature map) in OpenVINO, exported from the fp32 model."""
-        side = self.model.config.vision_config.image_size
-        return OpenVinoTower(f"{self.family}-image", self.model,
-                             lambda model, pixels: model.image_embedder(pixel_values=pixels)[0], side, self.precision)
 
     def _encode_pixels(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Patch features (1, patches, hidden) and boxes (1, patches, 4) as normalised cx, cy, w, h, in fp32."""
