@@ -74,6 +74,7 @@ from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, W
 from rosbags.typesys.store import Typestore
 from rosgraph_msgs.msg import Clock
 
+from .cli_args import non_negative, positive
 from .bagfile import MSGS_PACKAGE, BagMessage, BagReader, BagTopic, installed_msg_types, jazzy_typestore
 from .lockstep import Lockstep, OutputGate, frame_topic
 from ..core.errors import ReplayError
@@ -354,26 +355,12 @@ def _remap(text: str) -> tuple[str, str]:
     return _absolute(source), _absolute(target)
 
 
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 2)[2])
     parser.add_argument("bag", type=Path, metavar="BAG", help="rosbag2 directory, or one .mcap or .db3 file")
-    parser.add_argument("--rate", type=_positive, default=1.0, help="playback speed factor (default 1.0)")
+    parser.add_argument("--rate", type=positive, default=1.0, help="playback speed factor (default 1.0)")
     parser.add_argument("--loop", action="store_true", help="play again and again until Ctrl-C")
     parser.add_argument("--topics", nargs="+", action="extend", type=_absolute, default=[], metavar="T",
                         help="replay only these bag topics (default: all)")
@@ -381,13 +368,13 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         help="publish bag topic FROM as TO")
     parser.add_argument("--clock", action=argparse.BooleanOptionalAction, default=True,
                         help="publish /clock with the bag time (default: on)")
-    parser.add_argument("--start-delay", type=_non_negative, default=3.0, metavar="S",
+    parser.add_argument("--start-delay", type=non_negative, default=3.0, metavar="S",
                         help="wait up to S s for subscribers before the first message (default 3.0)")
     parser.add_argument("--progress", action="store_true",
                         help="report progress on stderr even when it is not a terminal")
     parser.add_argument("--lockstep", action="store_true",
                         help="publish each camera frame once the node has answered the one before")
-    parser.add_argument("--frame-timeout", type=_positive, metavar="S",
+    parser.add_argument("--frame-timeout", type=positive, metavar="S",
                         help=f"with --lockstep: go on after S s without an answer (default {FRAME_TIMEOUT_S:g})")
     parser.add_argument("--frame-topic", type=_absolute, metavar="T",
                         help="with --lockstep: the bag's camera topic to step on (default: the image topic "
@@ -398,7 +385,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--record-namespace", type=_namespace, default="/", metavar="NS",
                         help="discover outputs (to record, and for --lockstep) under this namespace only "
                              "(default: /)")
-    parser.add_argument("--record-tail", type=_non_negative, default=1.0, metavar="S",
+    parser.add_argument("--record-tail", type=non_negative, default=1.0, metavar="S",
                         help="keep recording S s after the last message (default 1.0)")
     args = parser.parse_args(argv)
     if not args.lockstep and (args.frame_timeout is not None or args.frame_topic is not None):

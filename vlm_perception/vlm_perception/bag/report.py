@@ -27,7 +27,7 @@ import textwrap
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Iterator, Sequence
+from typing import Any, Callable, Collection, Iterator, Sequence
 
 import matplotlib
 import numpy as np
@@ -40,6 +40,7 @@ from rosbags.typesys import get_types_from_msg
 from rosbags.typesys.store import Typestore
 
 from vlm_perception.bag.bagfile import MSGS_PACKAGE, installed_msg_types, jazzy_typestore
+from vlm_perception.bag.cli_args import fraction, positive_int
 from vlm_perception.bag.labels import ResolvedLabels, load_labels
 from vlm_perception.bag.scoring import QueryScore, ScoredOutput, failed, junit_xml, render_scores, score
 from vlm_perception.core.errors import ImageError, ReportError
@@ -496,11 +497,16 @@ def render_contact_sheet(run: Run, analysis: Analysis, images: dict[FrameKey, np
 
 
 def _save(fig: Figure, path: Path) -> None:
+    _write_file(path, fig.savefig, "pass a writable --out")
+
+
+def _write_file(path: Path, write: Callable[[Path], object], fix: str) -> None:
+    """`write(path)`, its folder made first; a ReportError ending in `fix` when the disk refuses."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
+        write(path)
     except OSError as exc:
-        raise ReportError(f"cannot write {path}: {exc.strerror or exc}; pass a writable --out") from exc
+        raise ReportError(f"cannot write {path}: {exc.strerror or exc}; {fix}") from exc
 
 
 def scores_against(run: Run, labels_path: Path) -> tuple[ResolvedLabels, list[QueryScore]]:
@@ -513,26 +519,8 @@ def scores_against(run: Run, labels_path: Path) -> tuple[ResolvedLabels, list[Qu
     return labels, score(run.frames, outputs, labels)
 
 
-def _min_f1(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
 def _write_text(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    except OSError as exc:
-        raise ReportError(f"cannot write {path}: {exc.strerror or exc}; pass a writable path") from exc
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    _write_file(path, lambda p: p.write_text(text), "pass a writable path")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -552,13 +540,13 @@ def _parser() -> argparse.ArgumentParser:
         help="camera input topic (default: the Image topic named *color*, or the only Image topic)",
     )
     parser.add_argument(
-        "--max-frames", type=_positive_int, default=12, help="most frames on the contact sheet (default: 12)"
+        "--max-frames", type=positive_int, default=12, help="most frames on the contact sheet (default: 12)"
     )
     parser.add_argument("--labels", type=Path, metavar="LABELS_YAML",
                         help="score the answers against these labels (format: README, 'Labels')")
     parser.add_argument("--junit", type=Path, metavar="FILE",
                         help="with --labels: write JUnit XML, one test case per query")
-    parser.add_argument("--min-f1", type=_min_f1, metavar="F1",
+    parser.add_argument("--min-f1", type=fraction, metavar="F1",
                         help="with --labels: fail (exit 3, JUnit failure) where a query's F1 is below this")
     return parser
 

@@ -66,6 +66,7 @@ from skimage import data as skimage_data
 
 from ..core.errors import ReplayError
 from ..core.images import encode_image_fields
+from .cli_args import positive
 from .labels import dump_labels
 
 COLOR_TOPIC = "/camera/color/image_raw"
@@ -341,20 +342,13 @@ def load_ground_truth(bag: Path) -> dict[str, Any]:
     return json.loads((Path(bag) / GROUND_TRUTH_NAME).read_text())
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="vlm_perception_sample_bag", description=__doc__.split("\n\n")[0],
         epilog="Replay it with: vlm_perception_replay OUT")
     parser.add_argument("out", type=Path, metavar="OUT", help="new directory for the bag")
-    parser.add_argument("--seconds", type=_positive, default=10.0, help="length of the bag (default 10)")
-    parser.add_argument("--rate", type=_positive, default=10.0, help="frames per second (default 10)")
+    parser.add_argument("--seconds", type=positive, default=10.0, help="length of the bag (default 10)")
+    parser.add_argument("--rate", type=positive, default=10.0, help="frames per second (default 10)")
     parser.add_argument("--storage", choices=sorted(STORAGES), default="mcap",
                         help="storage format (default mcap)")
     parser.add_argument("--scene", choices=SCENES, default="photos",
