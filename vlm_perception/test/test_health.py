@@ -103,6 +103,23 @@ def test_a_frame_taken_between_its_put_and_its_accepted_call_counts_as_evaluated
     assert (snap.evaluated, snap.skipped, snap.unused) == (1, 1, 0)
 
 
+def test_a_held_frame_evaluated_after_a_newer_one_arrived_counts_as_evaluated_not_skipped():
+    # Depth pairing: the store holds 3 frames, and an evaluation picks frame 2 (its depth is
+    # here) after frames 3 and 4 arrived.
+    camera = CameraHealth("default", TOPIC)
+    for i in range(1, 5):
+        camera.accepted(i * S // 10, wanted=True, held=3)
+    camera.evaluated(2)
+    snap = camera.snapshot(4 * S // 10)
+    assert (snap.evaluated, snap.skipped, snap.unused) == (1, 1, 0)  # frame 1 left unevaluated
+    # Depth stopped: the store keeps the newest frame only, and frames 3 and 4 leave unevaluated.
+    camera.accepted(5 * S // 10, wanted=True, held=1)
+    camera.evaluated(3)  # too late: frame 3 is gone and was counted skipped
+    snap = camera.snapshot(5 * S // 10)
+    assert (snap.received, snap.evaluated, snap.skipped, snap.unused) == (5, 1, 3, 0)
+    assert snap.received == snap.evaluated + snap.skipped + 1
+
+
 def test_camera_rejects_an_evaluation_of_a_frame_it_never_saw():
     camera = CameraHealth("default", TOPIC)
     camera.accepted(0, wanted=True)

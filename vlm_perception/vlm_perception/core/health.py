@@ -131,28 +131,37 @@ class CameraSnapshot:
         return max(0, now_ns - self.last_frame_ns) / NS_PER_S
 
 
+@dataclass
+class _HeldFrame:
+    seq: int
+    wanted: bool  # standing queries were active when it arrived
+    evaluated: bool
+
+
 class CameraHealth:
     """Per-camera frame counters; thread-safe.
 
     Every frame that arrives is `received`, and then exactly one of:
     - rejected: bad input (encoding, size, corrupt data); never stored.
     - evaluated: taken by at least one evaluation (standing queries or a
-      service call on the latest frame).
-    - skipped: replaced by a newer frame before any evaluation took it while
-      standing queries were active, i.e. the node meant to evaluate frames but
+      service call) while the node still held it.
+    - skipped: left the node's frame store unevaluated while standing queries
+      were active when it arrived, i.e. the node meant to evaluate frames but
       the camera is faster than rate_hz or than inference.
-    - unused: replaced before evaluation while no standing queries were active;
-      nothing wanted it, so this is not a sign of falling behind.
-    - the newest accepted frame while it is not yet evaluated (not counted yet).
-    So received = rejected + evaluated + skipped + unused (+ 1 for a pending newest
-    frame). Counting skipped as received - evaluated - rejected would report every
+    - unused: left the store unevaluated while no standing queries were
+      active; nothing wanted it, so this is not a sign of falling behind.
+    - still held and not yet evaluated (not counted yet).
+    So received = rejected + evaluated + skipped + unused + held unevaluated.
+    Counting skipped as received - evaluated - rejected would report every
     frame of a camera as skipped when there are no standing queries.
 
-    The node calls `accepted` once per frame it stores in frames.LatestFrame, so
-    the two number frames alike, and `evaluated(frame.seq)` when an evaluation
-    takes the frame (before inference, which may take longer than a frame period).
-    An evaluation may take a frame between its put() and its accepted() call; it
-    is counted when accepted() comes.
+    The node calls `accepted(..., held)` once per frame it stores in
+    frames.LatestFrame, with the `keep` it stored it with (the store holds the
+    newest `held` frames: 1, or a few while depth pairing may pick an older
+    one), so the two number and drop frames alike; and `evaluated(frame.seq)`
+    when an evaluation takes the frame (before inference, which may take
+    longer than a frame period). An evaluation may take a frame between its
+    put() and its accepted() call; it is counted when accepted() comes.
     """
 
     def __init__(self, name: str, topic: str, rate_window_s: float = 5.0) -> None:
@@ -166,8 +175,7 @@ class CameraHealth:
         self._skipped = 0
         self._unused = 0
         self._seq = 0  # accepted frames so far: the seq of the newest one
-        self._newest_wanted = False
-        self._newest_evaluated = False
+        self._held: deque[_HeldFrame] = deque()  # what the frame store holds, oldest first
         self._taken_early = 0  # seq of a frame evaluated before its accepted() call
         self._last_frame_ns: Optional[int] = None
         self._last_rejected_ns: Optional[int] = None
@@ -184,21 +192,25 @@ class CameraHealth:
         with self._lock:
             self._diagnosis = text
 
-    def accepted(self, now_ns: int, wanted: bool) -> None:
-        """A good frame arrived; `wanted`: standing queries are active, so it is meant to be evaluated."""
+    def accepted(self, now_ns: int, wanted: bool, held: int = 1) -> None:
+        """A good frame arrived; `wanted`: standing queries are active, so it is meant to be evaluated;
+        `held`: how many of the newest frames the store keeps from now on (LatestFrame.put's keep)."""
         self._rate.tick(now_ns)
         with self._lock:
             self._received += 1
-            if self._seq > 0 and not self._newest_evaluated:
-                if self._newest_wanted:
+            self._seq += 1
+            frame = _HeldFrame(self._seq, wanted, evaluated=self._taken_early == self._seq)
+            if frame.evaluated:
+                self._evaluated += 1
+            self._held.append(frame)
+            while len(self._held) > max(1, held):
+                dropped = self._held.popleft()
+                if dropped.evaluated:
+                    continue
+                if dropped.wanted:
                     self._skipped += 1
                 else:
                     self._unused += 1
-            self._seq += 1
-            self._newest_wanted = wanted
-            self._newest_evaluated = self._taken_early == self._seq
-            if self._newest_evaluated:
-                self._evaluated += 1
             self._last_frame_ns = now_ns
 
     def rejected(self, now_ns: int, reason: str) -> None:
@@ -214,7 +226,7 @@ class CameraHealth:
         """An evaluation took accepted frame number `seq` (frames.Frame.seq).
 
         Several evaluations of one frame count it once. A frame reported only
-        after a newer one arrived was already counted when it was replaced.
+        after it left the store was already counted when it left.
         """
         with self._lock:
             if seq > self._seq + 1:
@@ -223,9 +235,11 @@ class CameraHealth:
                     "call accepted() once per frame stored in LatestFrame")
             if seq == self._seq + 1:
                 self._taken_early = seq
-            elif seq == self._seq and not self._newest_evaluated:
-                self._newest_evaluated = True
-                self._evaluated += 1
+                return
+            for frame in self._held:
+                if frame.seq == seq and not frame.evaluated:
+                    frame.evaluated = True
+                    self._evaluated += 1
 
     def snapshot(self, now_ns: int) -> CameraSnapshot:
         input_rate_hz = self._rate.rate(now_ns)

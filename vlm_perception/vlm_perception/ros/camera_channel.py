@@ -132,7 +132,7 @@ class CameraChannel:
         now_ns = self._node.get_clock().now().nanoseconds
         keep = COLOR_HISTORY if self.grasper.depth_is_live() else 1
         self.frame.put(header, stamp_to_ns(header.stamp), now_ns, convert, keep)
-        self.health.accepted(now_ns, self._wants_frames())
+        self.health.accepted(now_ns, self._wants_frames(), keep)
 
     def _reject(self, reason: str) -> None:
         self.last_rejection = reason
