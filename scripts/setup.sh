@@ -4,7 +4,7 @@
 # - With a ROS 2 install sourced (ROS_DISTRO set and rclpy importable), the venv
 #   sees the system site-packages and nothing ROS-related is installed.
 # - Without one, ROS 2 Jazzy comes from PyPI wheels, and the wheels' CMake
-#   files get their hard-coded build-container paths fixed (see README).
+#   files get their hard-coded build-container paths fixed (below).
 # - ROS_WHEELS=kilted takes ROS 2 Kilted's wheels instead, into .venv-kilted: CI's
 #   second leg, which runs the DDS integration tests with the test plugin
 #   backends, so that venv gets neither torch nor transformers nor the offline models.
@@ -37,7 +37,7 @@ if [ "$ros_wheels" = kilted ]; then
   with_offline=0
   with_openvino=0
 fi
-want=$(cat requirements.txt requirements-offline.txt requirements-openvino.txt "requirements-ros-$ros_wheels.txt" \
+want=$(cat requirements.txt requirements-test.txt requirements-offline.txt requirements-openvino.txt "requirements-ros-$ros_wheels.txt" \
   scripts/setup.sh scripts/constraints.txt |
   sha256sum |
   cut -c1-16)-ros$use_system_ros-offline$with_offline-openvino$with_openvino
@@ -72,9 +72,9 @@ if [ "$use_system_ros" = 0 ]; then
       -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages#$purelib#g"
 fi
 if [ "$with_models" = 1 ]; then
-  pip_install -r requirements.txt
+  pip_install -r requirements.txt -r requirements-test.txt
 else
-  pip_install -r <(grep -vE '^(torch|transformers)\b' requirements.txt)
+  pip_install -r <(cat requirements.txt requirements-test.txt | grep -vE '^(torch|transformers)\b')
 fi
 if [ "$with_offline" = 1 ]; then
   pip_install -r requirements-offline.txt

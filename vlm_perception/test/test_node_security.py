@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 COLOR = "plugin_backends:ColorBackend"
 # A value for every start-up-only and every live parameter (the asserts below keep these complete).
 STARTUP_VALUES = {"backend": "owlvit", "model": "google/owlvit-base-patch32", "model_path": "/tmp",
-                  "backend_options": "{nms_iou: 0.5}"}
+                  "backend_options": "{nms_iou: 0.5}", "autostart": False}
 LIVE_VALUES = {"threshold": 0.3, "queries": ["banana"], "rate_hz": 2.0, "max_image_age": 7.0, "depth_scale": 0.002,
                "sync_slop": 0.1, "grasp_margin": 0.02, "stale_frame_s": 2.0, "latency_warn_ms": 100.0}
 

@@ -96,7 +96,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     if not serving_available():
         if os.environ.get("CI") == "true":
             pytest.fail("transformers[serving] is not installed, and CI must run these tests: "
-                        "pip install -r requirements.txt")
+                        "pip install -r requirements-test.txt")
         pytest.skip("transformers[serving] is not installed (pip install 'transformers[serving]')")
     root_dir = tmp_path_factory.mktemp("served")
     models = {answer: str(save_forced_llava(root_dir / answer.lower(), answer)) for answer in ("Yes", "No")}

@@ -47,7 +47,7 @@ def create_backend(name: str, options: Mapping[str, Any]) -> Backend:
         raise BackendLoadError(f"backend '{name}' failed to start: {type(exc).__name__}: {exc}") from exc
     if not callable(getattr(backend, "detect", None)):
         raise BackendLoadError(
-            f"backend '{name}' does not implement detect(image, labels); see the backend protocol in README"
+            f"backend '{name}' does not implement detect(image, labels); see README, 'Your own backend'"
         )
     return backend
 

@@ -6,7 +6,8 @@ topics, QoS); the others take effect at once when set at run time. Those
 marked startup_only choose code or files to load (the backend class, its
 options, the model): they come only from the parameter file, launch file or
 command line, so a peer on the ROS graph cannot make the node import a module
-or read a path of its choosing (README, "Security").
+or read a path of its choosing (README, "Security"); autostart is one too, as
+it means nothing after start-up.
 """
 from __future__ import annotations
 
@@ -96,7 +97,8 @@ PARAMS: tuple[ParamSpec, ...] = (
               "Camera names; each reads <name>/image, <name>/depth, <name>/camera_info and publishes under "
               "~/<name>/. Empty = one camera on image, depth, camera_info with outputs under ~/", True),
     ParamSpec("autostart", True, B,
-              "Configure and activate at start-up; false = wait for lifecycle transitions", True),
+              "Configure and activate at start-up; false = wait for lifecycle transitions", True,
+              startup_only=True),
     ParamSpec("stale_frame_s", 1.0, D,
               "Diagnostics warn when a camera's latest frame is older than this (error at 3x)",
               float_range=(0.1, 3600.0)),
