@@ -1,20 +1,20 @@
 """precision and runtime options: auto resolution, refusals, and outputs of every path against fp32.
 
-Tolerances (the same on full-size models, see bench/bench_precision.py): image
-embeddings cosine >= 0.999 to fp32, boxes within 1 px, scores within 0.01
-(thresholds do not change with precision).
+The agreement checks and tolerances are in precision_checks.py (the same on
+full-size models: test_precision_full_size.py).
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from backend_probes import frame
+from precision_checks import (
+    LABELS, assert_same_detections, check_clip_matches_fp32, check_owl_matches_fp32, needs_openvino,
+)
 from tiny_clip import save_tiny_clip
 from tiny_models import save_owl, save_tiny_owl, tiny_config
 from vlm_perception.backends import precision as precision_module
@@ -26,10 +26,6 @@ from vlm_perception.core.errors import BackendLoadError
 
 OWL_FAMILIES = ("owlv2", "owlvit")
 CLIP_FAMILIES = ("clip", "siglip")
-LABELS = ["a cat", "a dog", "a red cup"]
-MIN_COSINE = 0.999
-MAX_BOX_PX = 1.0
-MAX_SCORE_DIFF = 0.01
 
 
 # auto resolution
@@ -126,11 +122,6 @@ def owlvit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_owl(tmp_path_factory.mktemp("tiny-owlvit"), "owlvit")
 
 
-def needs_openvino(options: dict) -> None:
-    if options.get("runtime") == "openvino":
-        pytest.importorskip("openvino", reason="pip install -r requirements-openvino.txt")
-
-
 @pytest.mark.parametrize("options", PATHS)
 @pytest.mark.parametrize("family", OWL_FAMILIES)
 def test_owl_paths_match_fp32(family: str, options: dict, tiny_owl_model_dir: Path, owlvit_dir: Path) -> None:
@@ -138,20 +129,7 @@ def test_owl_paths_match_fp32(family: str, options: dict, tiny_owl_model_dir: Pa
     model_dir = str(tiny_owl_model_dir if family == "owlv2" else owlvit_dir)
     reference = OwlBackend(family, model_path=model_dir, device="cpu", precision="fp32")
     backend = OwlBackend(family, model_path=model_dir, device="cpu", **options)
-    image = frame(60, 120)
-
-    with torch.inference_mode():
-        expected, got = reference._encode_frame(image), backend._encode_frame(image)
-    assert got.image_feats.dtype == torch.float32
-    cosine = F.cosine_similarity(got.image_feats[0], expected.image_feats[0], dim=-1)
-    assert cosine.min().item() >= MIN_COSINE
-    assert np.abs(got.boxes - expected.boxes).max() <= MAX_BOX_PX
-    with torch.inference_mode():
-        queries = [torch.stack(b._embed_phrases(LABELS)) for b in (backend, reference)]
-        scores = [b._class_logits(f.image_feats, q).sigmoid()
-                  for b, f, q in zip((backend, reference), (got, expected), queries)]
-    assert (scores[0] - scores[1]).abs().max().item() <= MAX_SCORE_DIFF  # every patch, every phrase
-    assert_same_detections(backend.detect(image, LABELS), reference.detect(image, LABELS))
+    check_owl_matches_fp32(backend, reference, frame(60, 120))
 
 
 @pytest.mark.parametrize("options", PATHS)
@@ -161,29 +139,7 @@ def test_clip_paths_match_fp32(family: str, options: dict, clip_dirs: dict[str, 
     model_dir = str(clip_dirs[family])
     reference = ClipBackend(model_path=model_dir, device="cpu", precision="fp32")
     backend = ClipBackend(model_path=model_dir, device="cpu", **options)
-    image = frame(60, 120)
-
-    with torch.inference_mode():
-        cosine = F.cosine_similarity(backend._encode_frame(image), reference._encode_frame(image), dim=0)
-        pairs = list(zip(backend._embed_phrases(LABELS), reference._embed_phrases(LABELS)))
-    assert cosine.item() >= MIN_COSINE
-    for got, expected in pairs:
-        assert got.dtype == torch.float32
-        assert F.cosine_similarity(got, expected, dim=0).item() >= MIN_COSINE
-    assert backend.default_threshold == reference.default_threshold
-    assert_same_detections(backend.detect(image, LABELS), reference.detect(image, LABELS))
-
-
-def assert_same_detections(got: list, expected: list) -> None:
-    """Each label's best detection agrees (lower ones may swap places on near-ties)."""
-    def best(detections: list) -> dict:
-        return {label: max((d for d in detections if d.label == label), key=lambda d: d.score) for label in LABELS}
-
-    for label, expected_best in best(expected).items():
-        got_best = best(got)[label]
-        assert abs(got_best.score - expected_best.score) <= MAX_SCORE_DIFF
-        if expected_best.box is not None:
-            assert np.abs(np.subtract(got_best.box, expected_best.box)).max() <= MAX_BOX_PX
+    check_clip_matches_fp32(backend, reference, frame(60, 120))
 
 
 # the OpenVINO export cache
