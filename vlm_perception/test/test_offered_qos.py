@@ -1,10 +1,18 @@
 """A bag's recorded offered_qos_profiles read down to replay's latch-or-not decision, in every form rosbag2 wrote."""
 from __future__ import annotations
 
-import pytest
-from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
-from rosbags.rosbag2.metadata import dump_qos_v8, dump_qos_v9
+import os
+from pathlib import Path
 
+import numpy as np
+import pytest
+from mcap.writer import Writer as McapWriter
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2.metadata import dump_qos_v8, dump_qos_v9
+from rosbags.typesys import Stores, get_typestore
+
+from vlm_perception.bag.bagfile import BagReader
 from vlm_perception.bag.offered_qos import latched, offered_durabilities
 
 INFINITE = QosTime(9223372036, 854775807)  # RMW_DURATION_INFINITE, as rosbag2 records it from the graph
@@ -78,3 +86,59 @@ def test_without_recorded_offers_only_tf_static_is_latched(nothing):
 def test_malformed_offers_raise_a_value_error_that_says_what_is_wrong(text, says):
     with pytest.raises(ValueError, match=says):
         offered_durabilities(text)
+
+
+# --- read from bags ------------------------------------------------------------------------
+
+
+def write_bag(path: Path, storage: StoragePlugin) -> Path:
+    """/tf_static from two static broadcasters and a volatile topic, as `ros2 bag record` stores them."""
+    store = get_typestore(Stores.ROS2_JAZZY)
+    string = store.types["std_msgs/msg/String"]
+    with Writer(path, version=Writer.VERSION_LATEST, storage_plugin=storage) as writer:
+        tf = writer.add_connection("/tf_static", "tf2_msgs/msg/TFMessage", typestore=store,
+                                   offered_qos_profiles=STATIC_BROADCASTERS)
+        chatter = writer.add_connection("/chatter", "std_msgs/msg/String", typestore=store,
+                                        offered_qos_profiles=[offer(QosDurability.VOLATILE)])
+        writer.write(tf, 1, store.serialize_cdr(store.types["tf2_msgs/msg/TFMessage"](transforms=[]),
+                                                "tf2_msgs/msg/TFMessage"))
+        for index in range(300):  # 2.4 MB, more than two of rosbags' 1 MiB MCAP chunks: a cut keeps the first
+            text = np.random.default_rng(index).integers(0, 256, 4000, np.uint8).tobytes().hex()
+            writer.write(chatter, 2 + index, store.serialize_cdr(string(data=text), "std_msgs/msg/String"))
+    return path
+
+
+@pytest.mark.parametrize("storage", [StoragePlugin.MCAP, StoragePlugin.SQLITE3], ids=["mcap", "sqlite3"])
+def test_bag_reader_gives_each_topics_offers_also_when_it_scans_a_cut_bag(storage, tmp_path):
+    bag = write_bag(tmp_path / "bag", storage)
+    expected = {"/tf_static": ("transient_local", "transient_local"), "/chatter": ("volatile",)}
+    with BagReader(bag) as reader:
+        assert {t.name: t.durabilities for t in reader.topics.values()} == expected
+    storage_file, = [f for f in bag.iterdir() if f.suffix in (".mcap", ".db3")]
+    os.truncate(storage_file, storage_file.stat().st_size // 2)
+    with BagReader(bag) as reader:
+        assert reader.index_problem  # scanned: the offers come from the MCAP channels / sqlite3 topics table
+        assert {t.name: t.durabilities for t in reader.topics.values()} == expected
+
+
+def write_mcap_with_offers(path: Path, offered: str) -> Path:
+    string = get_typestore(Stores.ROS2_JAZZY).generate_msgdef("std_msgs/msg/String", ros_version=2)[0]
+    with path.open("wb") as stream:
+        writer = McapWriter(stream)
+        writer.start("ros2", "test")
+        channel = writer.register_channel("/tf_static", "cdr", writer.register_schema(
+            "std_msgs/msg/String", "ros2msg", string.encode()), metadata={"offered_qos_profiles": offered})
+        writer.add_message(channel, log_time=1, publish_time=1, data=bytes([0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]))
+        writer.finish()
+    return path
+
+
+def test_bag_with_unreadable_offers_is_read_with_a_clear_problem_and_no_crash(tmp_path):
+    # rosbags raises KeyError on a profile without all policies: the bag is scanned, its durability read.
+    with BagReader(write_mcap_with_offers(tmp_path / "partial.mcap", "- {durability: transient_local}")) as reader:
+        assert "no 'depth'" in reader.index_problem
+        assert reader.topics["/tf_static"].durabilities == ("transient_local",)
+    with BagReader(write_mcap_with_offers(tmp_path / "broken.mcap", "[: not yaml")) as reader:
+        topic = reader.topics["/tf_static"]
+        assert topic.durabilities == () and "offered_qos_profiles is not YAML" in topic.qos_problem
+        assert [msg.topic for msg in reader.messages(["/tf_static"])] == ["/tf_static"]

@@ -7,7 +7,10 @@ what could not be read. A bag whose index cannot be used (an MCAP file cut
 short has no summary; a cut sqlite3 file is shorter than its header says;
 a recorder killed before writing metadata.yaml) is scanned record by record
 from the start instead (MCAP files with the `mcap` library's stream reader), in
-file order, which is time order for recorded bags.
+file order, which is time order for recorded bags. A bag whose recorded QoS
+(offered_qos_profiles) rosbags cannot parse is scanned too, but read to its
+end it is whole: no error, and each topic says what it could not read of its
+QoS (`BagTopic.qos_problem`; see offered_qos.py).
 """
 from __future__ import annotations
 
@@ -101,9 +104,11 @@ class BagReader:
         try:
             reader = AnyReader([self.path])
             reader.open()
-        except (AnyReaderError, FileNotFoundError) as exc:
-            self.index_problem = str(exc)
-            self._prepare_scan()
+        # KeyError: rosbags reads an offered_qos_profiles entry that lacks a policy (the scan reads what is there).
+        except (AnyReaderError, FileNotFoundError, KeyError) as exc:
+            self.index_problem = f"rosbags cannot read its metadata: no {exc}" if isinstance(exc, KeyError) \
+                else str(exc)
+            self._prepare_scan(qos_only=isinstance(exc, KeyError) or "offered_qos_profiles" in str(exc))
             return
         for conn in reader.connections:
             known = self.topics.get(conn.topic)
@@ -146,7 +151,9 @@ class BagReader:
                 yield from (msg for msg in _until_broken(self._scan()) if msg.topic in wanted)
             except _Broken:
                 pass  # where it broke is already in the report
-            raise ReplayError(self._scan_problem)
+            if self._scan_problem:
+                raise ReplayError(self._scan_problem)
+            return
         reader = self._reader
         connections = [c for c in reader.connections if c.topic in wanted]
         raw = (BagMessage(c.topic, c.msgtype, t, bytes(data)) for c, t, data in reader.messages(connections))
@@ -158,7 +165,8 @@ class BagReader:
 
     # --- scanning a bag whose index cannot be used -----------------------------------------
 
-    def _prepare_scan(self) -> None:
+    def _prepare_scan(self, qos_only: bool = False) -> None:
+        """`qos_only`: rosbags failed on the recorded QoS alone; a scan to the end then leaves nothing lost."""
         self._files = self._storage_files()
         types: dict[str, str] = {}
         counts: dict[str, int] = {}
@@ -172,7 +180,7 @@ class BagReader:
                 last_ns = max(last_ns, msg.timestamp_ns)
             where = "it was read to its end"
         except _Broken as exc:
-            where = str(exc)
+            where, qos_only = str(exc), False
         offers: dict[str, tuple[tuple[str, ...], str]] = {}
         for topic, text in self._scanned_offers.values():
             durabilities, problem = _durabilities(text)
@@ -182,6 +190,8 @@ class BagReader:
                        for name, msgtype in types.items()}
         if first_ns is not None:
             self.start_ns, self.end_ns = first_ns, last_ns
+        if qos_only:  # what the scan could not read of the QoS is in each topic's qos_problem
+            return
         self._scan_problem = (
             f"bag {self.path} is damaged: its index is unusable ({self.index_problem}), so it was scanned "
             f"from the start: {where}; {sum(counts.values())} of its messages were readable (the part "
