@@ -26,6 +26,7 @@ from rosbags.highlevel import AnyReader
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
+from test_offered_qos import write_mcap_with_offers
 from test_replay import replay_executable
 
 from vlm_perception.bag.bagfile import BagReader
@@ -251,3 +252,13 @@ def test_recording_stores_offered_qos_and_latched_outputs(ros, env, tmp_path):
     with BagReader(recorded) as reader:
         assert reader.topics[standing].durabilities == ("transient_local",)
         assert reader.topics["/tf_static"].durabilities == ("transient_local",)
+
+
+def test_unreadable_recorded_qos_is_one_note_and_the_bag_replays_whole(env, tmp_path):
+    # Not a tf2_msgs/msg/TFMessage: without readable offers the topic falls back to VOLATILE.
+    bag = write_mcap_with_offers(tmp_path / "broken.mcap", "[: not yaml")
+    result = subprocess.run([replay_executable(), str(bag), "--start-delay", "0"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    note, = result.stderr.splitlines()
+    assert "/tf_static: offered_qos_profiles is not YAML" in note and note.endswith("recorded no QoS (VOLATILE)")
