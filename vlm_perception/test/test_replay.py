@@ -192,7 +192,8 @@ def test_replay_through_node_answers_every_frame_as_ground_truth(listener, bags,
     assert {topic: len(msgs) for topic, msgs in recorded.items()} == {
         f"{namespace}/image": FRAMES, f"{namespace}/depth": FRAMES, f"{namespace}/camera_info": FRAMES,
         f"{prefix}/presence": FRAMES, f"{prefix}/grasp_targets": FRAMES,
-        f"{prefix}/grasp_poses": FRAMES, f"{prefix}/grasp_pose": FRAMES}, node.output
+        f"{prefix}/grasp_poses": FRAMES, f"{prefix}/grasp_pose": FRAMES,
+        f"{prefix}/standing_queries": 1}, node.output  # latched: recorded though published before the replay
     frames = truth["frames"]
     inputs = recorded[f"{namespace}/image"]
     for frame, (received, presence), (_, targets), (published, image) in zip(

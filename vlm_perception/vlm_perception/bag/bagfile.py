@@ -7,7 +7,10 @@ what could not be read. A bag whose index cannot be used (an MCAP file cut
 short has no summary; a cut sqlite3 file is shorter than its header says;
 a recorder killed before writing metadata.yaml) is scanned record by record
 from the start instead (MCAP files with the `mcap` library's stream reader), in
-file order, which is time order for recorded bags.
+file order, which is time order for recorded bags. A bag whose recorded QoS
+(offered_qos_profiles) rosbags cannot parse is scanned too, but read to its
+end it is whole: no error, and each topic says what it could not read of its
+QoS (`BagTopic.qos_problem`; see offered_qos.py).
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
+from .offered_qos import offered_durabilities
 from ..core.errors import ReplayError
 
 if sys.version_info >= (3, 14):
@@ -64,6 +68,8 @@ class BagTopic:
     count: int  # messages as the bag's index says (readable ones, for a scanned bag)
     msgdef: str = ""  # message definition stored in the bag ('' if none)
     digest: str = ""  # its RIHS01 hash ('' if none)
+    durabilities: tuple[str, ...] = ()  # offered by each recorded publisher (none when the bag has no QoS)
+    qos_problem: str = ""  # why the recorded offers could not be read ('' when they could)
 
 
 @dataclass(frozen=True)
@@ -91,14 +97,18 @@ class BagReader:
         self.index_problem = ""
         self._reader: Optional[AnyReader] = None
         self._files: list[Path] = []
+        # Raw offered_qos_profiles of each (storage file, channel or topic id) met while scanning: topic, text.
+        self._scanned_offers: dict[tuple[Path, int], tuple[str, str]] = {}
         self._per_message_zstd = False
         self._scan_problem = ""
         try:
             reader = AnyReader([self.path])
             reader.open()
-        except (AnyReaderError, FileNotFoundError) as exc:
-            self.index_problem = str(exc)
-            self._prepare_scan()
+        # KeyError: rosbags reads an offered_qos_profiles entry that lacks a policy (the scan reads what is there).
+        except (AnyReaderError, FileNotFoundError, KeyError) as exc:
+            self.index_problem = f"rosbags cannot read its metadata: no {exc}" if isinstance(exc, KeyError) \
+                else str(exc)
+            self._prepare_scan(qos_only=isinstance(exc, KeyError) or "offered_qos_profiles" in str(exc))
             return
         for conn in reader.connections:
             known = self.topics.get(conn.topic)
@@ -107,7 +117,10 @@ class BagReader:
                 raise ReplayError(f"topic {conn.topic} has two types in {self.path} ({known.msgtype}, "
                                   f"{conn.msgtype}); replay supports one type per topic")
             count = conn.msgcount + (known.count if known else 0)
-            self.topics[conn.topic] = BagTopic(conn.topic, conn.msgtype, count, conn.msgdef.data, conn.digest)
+            durabilities, problem = _durabilities(getattr(conn.ext, "offered_qos_profiles", ()))
+            self.topics[conn.topic] = BagTopic(
+                conn.topic, conn.msgtype, count, conn.msgdef.data, conn.digest,
+                (known.durabilities if known else ()) + durabilities, (known.qos_problem if known else "") or problem)
         self._reader = reader
         if reader.message_count:
             self.start_ns, self.end_ns = reader.start_time, reader.end_time - 1
@@ -138,7 +151,9 @@ class BagReader:
                 yield from (msg for msg in _until_broken(self._scan()) if msg.topic in wanted)
             except _Broken:
                 pass  # where it broke is already in the report
-            raise ReplayError(self._scan_problem)
+            if self._scan_problem:
+                raise ReplayError(self._scan_problem)
+            return
         reader = self._reader
         connections = [c for c in reader.connections if c.topic in wanted]
         raw = (BagMessage(c.topic, c.msgtype, t, bytes(data)) for c, t, data in reader.messages(connections))
@@ -150,7 +165,8 @@ class BagReader:
 
     # --- scanning a bag whose index cannot be used -----------------------------------------
 
-    def _prepare_scan(self) -> None:
+    def _prepare_scan(self, qos_only: bool = False) -> None:
+        """`qos_only`: rosbags failed on the recorded QoS alone; a scan to the end then leaves nothing lost."""
         self._files = self._storage_files()
         types: dict[str, str] = {}
         counts: dict[str, int] = {}
@@ -164,10 +180,18 @@ class BagReader:
                 last_ns = max(last_ns, msg.timestamp_ns)
             where = "it was read to its end"
         except _Broken as exc:
-            where = str(exc)
-        self.topics = {name: BagTopic(name, msgtype, counts[name]) for name, msgtype in types.items()}
+            where, qos_only = str(exc), False
+        offers: dict[str, tuple[tuple[str, ...], str]] = {}
+        for topic, text in self._scanned_offers.values():
+            durabilities, problem = _durabilities(text)
+            known, known_problem = offers.get(topic, ((), ""))
+            offers[topic] = known + durabilities, known_problem or problem
+        self.topics = {name: BagTopic(name, msgtype, counts[name], "", "", *offers.get(name, ((), "")))
+                       for name, msgtype in types.items()}
         if first_ns is not None:
             self.start_ns, self.end_ns = first_ns, last_ns
+        if qos_only:  # what the scan could not read of the QoS is in each topic's qos_problem
+            return
         self._scan_problem = (
             f"bag {self.path} is damaged: its index is unusable ({self.index_problem}), so it was scanned "
             f"from the start: {where}; {sum(counts.values())} of its messages were readable (the part "
@@ -196,11 +220,20 @@ class BagReader:
 
     def _scan(self) -> Iterator[BagMessage]:
         for path in self._files:
-            scan = _scan_mcap(path) if path.suffix == ".mcap" else _scan_sqlite3(path)
+            scan = (_scan_mcap(path, self._scanned_offers) if path.suffix == ".mcap"
+                    else _scan_sqlite3(path, self._scanned_offers))
             for msg in scan:
                 if self._per_message_zstd:
                     msg = BagMessage(msg.topic, msg.msgtype, msg.timestamp_ns, zstd.decompress(msg.data))
                 yield msg
+
+
+def _durabilities(profiles: Any) -> tuple[tuple[str, ...], str]:
+    """The recorded durability offers, and why they could not be read ('' when they could)."""
+    try:
+        return offered_durabilities(profiles), ""
+    except ValueError as exc:
+        return (), str(exc)
 
 
 class _Broken(Exception):
@@ -245,25 +278,38 @@ class _ExactReads:
         return data
 
 
-def _scan_mcap(path: Path) -> Iterator[BagMessage]:
-    """Messages of an MCAP file in file order, from its records alone (no summary needed)."""
+def _scan_mcap(path: Path, offers: dict[tuple[Path, int], tuple[str, str]]) -> Iterator[BagMessage]:
+    """Messages of an MCAP file in file order, from its records alone (no summary needed).
+
+    Fills `offers` with each channel's recorded offered_qos_profiles.
+    """
     with path.open("rb") as stream:
         # CRCs catch a chunk whose bytes are damaged but whose length is intact.
         reader = NonSeekingReader(_ExactReads(stream), validate_crcs=True)
         try:
             for schema, channel, message in reader.iter_messages(log_time_order=False):
+                offered = channel.metadata.get("offered_qos_profiles", "")
+                offers.setdefault((path, channel.id), (channel.topic, offered))
                 yield BagMessage(channel.topic, schema.name if schema else "", message.log_time, message.data)
         except EndOfFile as exc:  # raised without a message
             raise _Cut(f"file ends after byte {stream.tell()} without its footer (truncated)") from exc
 
 
-def _scan_sqlite3(path: Path) -> Iterator[BagMessage]:
-    """Messages of a rosbag2 sqlite3 file in insertion order, as far as its pages are intact."""
+def _scan_sqlite3(path: Path, offers: dict[tuple[Path, int], tuple[str, str]]) -> Iterator[BagMessage]:
+    """Messages of a rosbag2 sqlite3 file in insertion order, as far as its pages are intact.
+
+    Fills `offers` with each topic's recorded offered_qos_profiles.
+    """
     db = sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True)
     try:
         # Lets SQLite open a file shorter than its header says (a cut file); nothing is written.
         db.execute("PRAGMA writable_schema=ON")
         topics: dict[int, Any] = {row[0]: row[1:] for row in db.execute("SELECT id, name, type FROM topics")}
+        try:
+            for topic_id, text in db.execute("SELECT id, offered_qos_profiles FROM topics"):
+                offers.setdefault((path, topic_id), (topics[topic_id][0], text or ""))
+        except sqlite3.OperationalError:  # a bag older than the column: no offers recorded
+            pass
         for topic_id, timestamp, data in db.execute("SELECT topic_id, timestamp, data FROM messages ORDER BY id"):
             name, msgtype = topics[topic_id]
             yield BagMessage(name, msgtype, timestamp, bytes(data))

@@ -9,6 +9,11 @@ Messages go out as recorded (raw CDR, no deserialisation) with the bag's
 timing divided by --rate, each topic through a reliable KEEP_LAST(100)
 publisher, which both best-effort and reliable subscribers accept; a
 reliable subscriber misses a message only if it falls 100 messages behind.
+A topic whose recorded publishers all offered TRANSIENT_LOCAL (the bag's
+offered_qos_profiles; /tf_static of a bag that recorded no QoS) is replayed
+TRANSIENT_LOCAL with every message of the bag in its history (images: the
+last 100), so a subscriber that starts later still gets them all, e.g. each
+static broadcaster's transforms; the others are VOLATILE, as `ros2 bag play`.
 After the last message the tool waits (up to 5 s) until reliable subscribers
 have acknowledged every message, as `ros2 bag play --wait-for-all-acked`
 does: large frames still in flight would be lost when it exits. The tool
@@ -35,12 +40,17 @@ so service calls on the same frame do not release it.
 - every replayed message, under the name it was published as (after
   --remap), stamped with the wall-clock time it was published;
 - every message on the recorded topics, stamped with the wall-clock time it
-  was received. By default these are the topics under --record-namespace
-  (default: all) whose type is vlm_perception_msgs/msg/* or
-  geometry_msgs/msg/PoseArray or PoseStamped, e.g. /ns/vlm_perception/presence,
-  grasp_targets, grasp_poses, grasp_pose; --record-topics names them instead.
-Both use one clock, so inputs and outputs line up; the node copies each
-input header into its outputs, so outputs match frames by header stamp.
+  was received, subscribed TRANSIENT_LOCAL where every publisher offers it
+  (so latched outputs such as ~/standing_queries are recorded too). By
+  default these are the topics under --record-namespace (default: all)
+  whose type is vlm_perception_msgs/msg/* or geometry_msgs/msg/PoseArray or
+  PoseStamped, e.g. /ns/vlm_perception/presence, grasp_targets, grasp_poses,
+  grasp_pose; --record-topics names them instead.
+Each topic stores the QoS its publishers offered (offered_qos_profiles, as
+rosbag2 records it; for the replayed inputs, the replay's own), so
+`ros2 bag play` and this tool latch the latched ones again. Both use one
+clock, so inputs and outputs line up; the node copies each input header into
+its outputs, so outputs match frames by header stamp.
 Message definitions are stored in the bag (vlm_perception_msgs from the
 installed .msg files), so rosbags' AnyReader reads it without this package.
 After the last message the tool keeps recording for --record-tail seconds.
@@ -65,25 +75,27 @@ import rclpy
 from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from rclpy.validate_full_topic_name import validate_full_topic_name
 from rclpy.validate_namespace import validate_namespace
-from rosbags.interfaces import Connection
+from rosbags.interfaces import (Connection, Qos, QosDurability, QosHistory, QosLiveliness, QosReliability,
+                                QosTime)
 from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 from rosbags.typesys.store import Typestore
 from rosgraph_msgs.msg import Clock
 
 from .cli_args import non_negative, positive
 from .bagfile import MSGS_PACKAGE, BagMessage, BagReader, BagTopic, installed_msg_types, jazzy_typestore
-from .lockstep import Lockstep, OutputGate, frame_topic
+from .lockstep import IMAGE_TYPES, Lockstep, OutputGate, frame_topic
+from .offered_qos import latched
 from ..core.errors import ReplayError
 from ..ros.dds_profile import use_large_image_profile
 
 PROG = "vlm_perception_replay"
 # A reliable writer drops a sample that is not yet acknowledged when `depth` newer ones follow it;
 # with depth 10 a burst of 30 raw 1280x720 frames (a bag written without real timing) lost 4 to 11.
-PUBLISH_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
+PUBLISH_DEPTH = 100
 ACK_TIMEOUT_S = 5.0
 CLOCK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
 # Deep enough that a burst of outputs waits while the recorder writes a chunk.
@@ -102,6 +114,30 @@ def message_class(msgtype: str) -> Any:
         return getattr(importlib.import_module(package.replace("/", ".")), name)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ReplayError(f"type {msgtype} has no Python message class here ({exc})") from exc
+
+
+def publish_qos(topic: BagTopic) -> QoSProfile:
+    """Reliable (matches every subscriber, loses nothing), with the durability the bag's publishers offered.
+
+    A latched topic keeps every message of the bag: several static broadcasters each publish once
+    on /tf_static, and a late subscriber needs all of them. Images keep the last PUBLISH_DEPTH.
+    """
+    if not latched(topic.name, topic.msgtype, topic.durabilities):
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=PUBLISH_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
+    depth = PUBLISH_DEPTH if topic.msgtype in IMAGE_TYPES else max(topic.count, 1)
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def bag_qos(profile: QoSProfile) -> Qos:
+    """A publisher's QoS as rosbag2 records it in offered_qos_profiles."""
+    def time(duration: Duration) -> QosTime:
+        return QosTime(*divmod(duration.nanoseconds, 1_000_000_000))
+
+    return Qos(QosHistory[profile.history.name], profile.depth, QosReliability[profile.reliability.name],
+               QosDurability[profile.durability.name], time(profile.deadline), time(profile.lifespan),
+               QosLiveliness[profile.liveliness.name], time(profile.liveliness_lease_duration),
+               profile.avoid_ros_namespace_conventions)
 
 
 def recording_typestore() -> Typestore:
@@ -130,15 +166,18 @@ class BagRecorder:
         self._connections: dict[str, Connection] = {}
         self._lock = threading.Lock()
 
-    def add_topic(self, topic: str, msgtype: str, msgdef: str = "", digest: str = "") -> None:
+    def add_topic(self, topic: str, msgtype: str, offered: list[Qos], msgdef: str = "", digest: str = "") -> None:
+        """`offered`: the QoS of each publisher of the topic, stored as its offered_qos_profiles."""
         with self._lock:
             if topic in self._connections or self._writer is None:
                 return
             writer = self._writer
             if msgdef and digest:
-                self._connections[topic] = writer.add_connection(topic, msgtype, msgdef=msgdef, rihs01=digest)
+                self._connections[topic] = writer.add_connection(topic, msgtype, msgdef=msgdef, rihs01=digest,
+                                                                 offered_qos_profiles=offered)
             elif msgtype in self._typestore.fielddefs:
-                self._connections[topic] = writer.add_connection(topic, msgtype, typestore=self._typestore)
+                self._connections[topic] = writer.add_connection(topic, msgtype, typestore=self._typestore,
+                                                                 offered_qos_profiles=offered)
             else:
                 raise ReplayError(f"cannot record {topic}: no message definition of {msgtype} is known here; "
                                   f"leave it out of --record-topics")
@@ -184,19 +223,13 @@ class OutputRecorder:
             except ReplayError as exc:
                 raise ReplayError(f"cannot record {topic}: {exc}; install and source the package that "
                                   f"defines it, or name the topics to record with --record-topics") from exc
-            self._recorder.add_topic(topic, types[0])
+            offers = [info.qos_profile for info in self._node.get_publishers_info_by_topic(topic)]
+            self._recorder.add_topic(topic, types[0], [bag_qos(offer) for offer in offers])
             self._subscriptions[topic] = self._node.create_subscription(
-                cls, topic, self._writer_for(topic), self._qos(topic), raw=True)
+                cls, topic, self._writer_for(topic), _request_qos(offers), raw=True)
 
     def _writer_for(self, topic: str) -> Callable[[bytes], None]:
         return lambda data: self._recorder.write(topic, time.time_ns(), data)
-
-    def _qos(self, topic: str) -> QoSProfile:
-        # A reliable subscription loses nothing but matches only reliable publishers.
-        best_effort = any(info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
-                          for info in self._node.get_publishers_info_by_topic(topic))
-        reliability = ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE
-        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=RECORD_DEPTH, reliability=reliability)
 
     def ready(self) -> bool:
         """Every recorded topic found (at least one when discovering) and matched to its publishers."""
@@ -206,6 +239,17 @@ class OutputRecorder:
 
     def missing(self) -> list[str]:
         return sorted(self._wanted - set(self._subscriptions))
+
+
+def _request_qos(offers: list[QoSProfile]) -> QoSProfile:
+    """The subscription that matches every offer and gets the most, as `ros2 bag record` adapts."""
+    # A reliable subscription loses nothing but matches only reliable publishers; a TRANSIENT_LOCAL
+    # one gets latched messages but matches only TRANSIENT_LOCAL publishers.
+    best_effort = any(offer.reliability == ReliabilityPolicy.BEST_EFFORT for offer in offers)
+    latched_offers = bool(offers) and all(offer.durability == DurabilityPolicy.TRANSIENT_LOCAL for offer in offers)
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=RECORD_DEPTH,
+                      reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL if latched_offers else DurabilityPolicy.VOLATILE)
 
 
 class Progress:
@@ -248,8 +292,9 @@ class Player:
         self.bag = bag
         self.topics = topics
         self.names = {topic: remaps.get(topic, topic) for topic in topics}
+        self.qos = {topic: publish_qos(info) for topic, info in topics.items()}
         self.publishers = {
-            topic: node.create_publisher(message_class(info.msgtype), self.names[topic], PUBLISH_QOS)
+            topic: node.create_publisher(message_class(info.msgtype), self.names[topic], self.qos[topic])
             for topic, info in topics.items()}
         self._clock = node.create_publisher(Clock, "/clock", CLOCK_QOS) if clock else None
         self._clock_ns = -1
@@ -263,7 +308,7 @@ class Player:
     def record_into(self, recorder: BagRecorder, outputs: OutputRecorder) -> None:
         self.recorder, self.outputs = recorder, outputs
         for topic, info in self.topics.items():
-            recorder.add_topic(self.names[topic], info.msgtype, info.msgdef, info.digest)
+            recorder.add_topic(self.names[topic], info.msgtype, [bag_qos(self.qos[topic])], info.msgdef, info.digest)
 
     def wait_for_discovery(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -433,6 +478,10 @@ def replay(args: argparse.Namespace) -> None:
     stop = threading.Event()
     with BagReader(args.bag) as bag:
         topics = _chosen_topics(bag, args)
+        for info in topics.values():
+            if info.qos_problem:
+                print(f"{PROG}: note: {info.name}: {info.qos_problem}; replayed as if the bag recorded no QoS "
+                      f"({publish_qos(info).durability.name})", file=sys.stderr)
         recorder = BagRecorder(args.record, recording_typestore()) if args.record else None
         # Our own arguments are not ROS arguments (rcl would read FROM:=TO as remap rules).
         rclpy.init(args=[PROG], signal_handler_options=SignalHandlerOptions.NO)
