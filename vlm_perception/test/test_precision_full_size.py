@@ -40,6 +40,18 @@ PATHS = [
 IMAGE = frame(480, 640)
 
 
+def text_tower(max_positions: int) -> dict:
+    """The text tower CLIP ViT-B/32 and OWLv2-base share: 12 layers of width 512."""
+    return {"vocab_size": 49408, "hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
+            "num_attention_heads": 8, "max_position_embeddings": max_positions}
+
+
+def vit_base(image_size: int, patch_size: int) -> dict:
+    """ViT-B: 12 layers of width 768."""
+    return {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+            "image_size": image_size, "patch_size": patch_size}
+
+
 @pytest.fixture(scope="module")
 def workdir() -> Iterator[Path]:
     """Models and OpenVINO exports (about 2 GB), removed after the module."""
@@ -52,13 +64,7 @@ def workdir() -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def clip_dir(workdir: Path) -> Path:
     """openai/clip-vit-base-patch32's architecture."""
-    config = CLIPConfig(
-        text_config={"vocab_size": 49408, "hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
-                     "num_attention_heads": 8, "max_position_embeddings": 77},
-        vision_config={"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-                       "num_attention_heads": 12, "image_size": 224, "patch_size": 32},
-        projection_dim=512,
-    )
+    config = CLIPConfig(text_config=text_tower(77), vision_config=vit_base(224, 32), projection_dim=512)
     # Words the backend's prompts use, one token each as in the real vocabulary: realistic prompt lengths.
     words = re.findall(r"[a-z]+", " ".join([*LABELS, *DEFAULT_TEMPLATES, *DEFAULT_NEGATIVES]).lower())
     return save_clip(workdir / "clip", "clip", config, words=words)
@@ -67,13 +73,7 @@ def clip_dir(workdir: Path) -> Path:
 @pytest.fixture(scope="module")
 def owl_dir(workdir: Path) -> Path:
     """google/owlv2-base-patch16-ensemble's architecture at OWL_SIDE px."""
-    config = Owlv2Config(
-        text_config={"vocab_size": 49408, "hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
-                     "num_attention_heads": 8, "max_position_embeddings": 16},
-        vision_config={"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-                       "num_attention_heads": 12, "image_size": OWL_SIDE, "patch_size": 16},
-        projection_dim=512,
-    )
+    config = Owlv2Config(text_config=text_tower(16), vision_config=vit_base(OWL_SIDE, 16), projection_dim=512)
     return save_owl(workdir / "owlv2", "owlv2", config)
 
 
