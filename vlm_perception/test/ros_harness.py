@@ -157,6 +157,13 @@ class TestClient:
         return wait_until(lambda: self.image_pub.get_subscription_count() > 0
                           or self.compressed_pub.get_subscription_count() > 0, timeout)
 
+    def wait_for_camera_inputs(self, timeout: float = 10.0) -> bool:
+        """Until the node subscribes image, depth and camera_info: a message published before its
+        subscription matched never reaches it (image_qos auto subscribes once it sees a publisher,
+        and discovery of each subscription takes its own time)."""
+        return wait_until(lambda: all(pub.get_subscription_count() > 0
+                                      for pub in (self.image_pub, self.depth_pub, self.info_pub)), timeout)
+
     def handshake(self, timeout: float = 60.0) -> None:
         """Wait until a call gets an answer: right after discovery, DDS may drop the first
         response while the server's response writer has not yet matched our reader."""

@@ -121,16 +121,22 @@ def query_posed(client, color, **fields):
     return response
 
 
+def scene_gets_a_pose(client) -> bool:
+    color = publish_scene(client, info=camera_info())
+    return query_fresh(client, color, want_grasps=True).targets[0].has_pose
+
+
 @pytest.fixture(scope="module")
 def grasp_node(ros):
     # Color and depth published reliable, as RGB-D drivers do by default: 640x480 frames do not fit
     # Fast DDS's default shared-memory segment, and image_qos auto then subscribes reliable.
     node, client = start({"backend": "plugin_backends:ColorBackend", "rate_hz": 0.0, "max_image_age": 5.0,
                           "grasp_margin": MARGIN}, image_qos="reliable")
-    client.wait_for_subscriber()
-    # auto subscribes each input once it sees its publisher; a reliable frame published before the
-    # match never reaches a late subscription.
-    assert wait_until(lambda: client.depth_pub.get_subscription_count() > 0, 10.0)
+    assert client.wait_for_camera_inputs()
+    # A driver sends camera_info with every frame; these tests send it once per scene, and the
+    # node's best-effort camera_info reader drops what comes before it has matched the writer
+    # (discovery completes on each side at its own time). Send scenes until one gets a pose.
+    assert wait_until(lambda: scene_gets_a_pose(client), 20.0, period=0.2)
     yield node, client
     client.close()
     node.stop()
@@ -278,7 +284,7 @@ def test_missing_depth_and_camera_info_are_named(ros):
     node, client = start({"backend": "plugin_backends:ColorBackend", "rate_hz": 0.0, "max_image_age": 5.0},
                          image_qos="reliable")
     try:
-        client.wait_for_subscriber()
+        assert client.wait_for_camera_inputs()
         color = publish_scene(client, depth=False)
         target = query_fresh(client, color, want_grasps=True).targets[0]
         assert not target.has_pose and target.pose_status.startswith("no depth received on /")
