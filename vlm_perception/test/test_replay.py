@@ -320,6 +320,25 @@ def test_truncated_bag_publishes_what_is_readable_then_fails(listener, bags, tru
     assert received == [frame["stamp_ns"] for frame in truth["frames"][:readable]]
 
 
+@pytest.mark.parametrize("storage", STORAGES)
+def test_bag_that_lost_its_metadata_replays_whole_with_a_note(listener, bags, truth, storage, tmp_path):
+    # A recorder killed before it wrote metadata.yaml leaves whole storage files: nothing is lost.
+    bag = tmp_path / "no_metadata"
+    shutil.copytree(bags[storage], bag)
+    (bag / "metadata.yaml").unlink()
+    received, subscription = listener.collect(Image, f"/nometa_{storage}/image", stamp_ns)
+    try:
+        result = run_replay(str(bag), "--rate", "10", "--start-delay", "20", "--topics", sample_bag.COLOR_TOPIC,
+                            "--remap", f"{sample_bag.COLOR_TOPIC}:=/nometa_{storage}/image")
+        assert wait_until(lambda: len(received) >= FRAMES, 5.0)
+    finally:
+        listener.node.destroy_subscription(subscription)
+    assert result.returncode == 0, result.stderr
+    line, = result.stderr.splitlines()
+    assert "note" in line and "read to its end" in line and "ros2 bag reindex" in line and "damaged" not in line
+    assert received == [frame["stamp_ns"] for frame in truth["frames"]]
+
+
 def test_loop_runs_until_sigint_and_leaves_a_readable_recording(bags, tmp_path):
     recorded_path = tmp_path / "looped"
     process = subprocess.Popen(

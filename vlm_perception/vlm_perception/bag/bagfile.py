@@ -7,10 +7,12 @@ what could not be read. A bag whose index cannot be used (an MCAP file cut
 short has no summary; a cut sqlite3 file is shorter than its header says;
 a recorder killed before writing metadata.yaml) is scanned record by record
 from the start instead (MCAP files with the `mcap` library's stream reader), in
-file order, which is time order for recorded bags. A bag whose recorded QoS
-(offered_qos_profiles) rosbags cannot parse is scanned too, but read to its
-end it is whole: no error, and each topic says what it could not read of its
-QoS (`BagTopic.qos_problem`; see offered_qos.py).
+file order, which is time order for recorded bags. A scan that reads every
+file to its end (e.g. only metadata.yaml was lost) lost nothing: no error,
+and `note` says what was scanned. A bag whose recorded QoS
+(offered_qos_profiles) rosbags cannot parse is scanned too, and each topic
+says what it could not read of its QoS (`BagTopic.qos_problem`; see
+offered_qos.py).
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ else:
     from backports import zstd
 
 MSGS_PACKAGE = "vlm_perception_msgs"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _REPAIR_HINT = ("re-record the bag, or recover an MCAP file with `mcap recover` "
                 "(a sqlite3 one with sqlite3's `.recover`)")
 
@@ -95,11 +98,12 @@ class BagReader:
         self.end_ns = 0
         # Why the bag's index could not be used; '' for a healthy bag.
         self.index_problem = ""
+        # Set when the index was unusable but a scan read every message (e.g. metadata.yaml lost in a crash).
+        self.note = ""
         self._reader: Optional[AnyReader] = None
         self._files: list[Path] = []
         # Raw offered_qos_profiles of each (storage file, channel or topic id) met while scanning: topic, text.
         self._scanned_offers: dict[tuple[Path, int], tuple[str, str]] = {}
-        self._per_message_zstd = False
         self._scan_problem = ""
         try:
             reader = AnyReader([self.path])
@@ -178,9 +182,9 @@ class BagReader:
                 types.setdefault(msg.topic, msg.msgtype)
                 first_ns = msg.timestamp_ns if first_ns is None else min(first_ns, msg.timestamp_ns)
                 last_ns = max(last_ns, msg.timestamp_ns)
-            where = "it was read to its end"
+            broken = ""
         except _Broken as exc:
-            where, qos_only = str(exc), False
+            broken, qos_only = str(exc), False
         offers: dict[str, tuple[tuple[str, ...], str]] = {}
         for topic, text in self._scanned_offers.values():
             durabilities, problem = _durabilities(text)
@@ -192,9 +196,14 @@ class BagReader:
             self.start_ns, self.end_ns = first_ns, last_ns
         if qos_only:  # what the scan could not read of the QoS is in each topic's qos_problem
             return
+        if not broken:  # nothing lost: say so, do not fail the replay
+            self.note = (f"bag {self.path}: its index is unusable ({self.index_problem}), so it was scanned from "
+                         f"the start and read to its end ({sum(counts.values())} messages); `ros2 bag reindex` "
+                         f"writes a rosbag2 directory's metadata.yaml again")
+            return
         self._scan_problem = (
             f"bag {self.path} is damaged: its index is unusable ({self.index_problem}), so it was scanned "
-            f"from the start: {where}; {sum(counts.values())} of its messages were readable (the part "
+            f"from the start: {broken}; {sum(counts.values())} of its messages were readable (the part "
             f"replayed); {_REPAIR_HINT}")
 
     def _storage_files(self) -> list[Path]:
@@ -210,7 +219,6 @@ class BagReader:
         if compression == "file":
             raise ReplayError(f"bag {self.path} is damaged ({self.index_problem}) and file-compressed, which "
                               f"cannot be scanned; {_REPAIR_HINT}")
-        self._per_message_zstd = compression == "message"
         files = [self.path / name for name in names if (self.path / name).exists()]
         files = files or sorted(self.path.glob("*.mcap")) + sorted(self.path.glob("*.db3"))
         if not files:
@@ -223,7 +231,10 @@ class BagReader:
             scan = (_scan_mcap(path, self._scanned_offers) if path.suffix == ".mcap"
                     else _scan_sqlite3(path, self._scanned_offers))
             for msg in scan:
-                if self._per_message_zstd:
+                # Per-message compression (rosbag2 compression_mode message) without trusting
+                # metadata.yaml, which a crash may have left unwritten: a CDR message starts with a
+                # 0x00 byte (its representation identifier), a zstd frame with its magic number.
+                if msg.data[:4] == ZSTD_MAGIC:
                     msg = BagMessage(msg.topic, msg.msgtype, msg.timestamp_ns, zstd.decompress(msg.data))
                 yield msg
 

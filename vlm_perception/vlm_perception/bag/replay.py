@@ -339,6 +339,8 @@ def replay(args: argparse.Namespace) -> None:
     stop = threading.Event()
     with BagReader(args.bag) as bag:
         topics = _chosen_topics(bag, args)
+        if bag.note:
+            print(f"{PROG}: note: {bag.note}", file=sys.stderr)
         for info in topics.values():
             if info.qos_problem:
                 print(f"{PROG}: note: {info.name}: {info.qos_problem}; replayed as if the bag recorded no QoS "
