@@ -297,6 +297,19 @@ def test_unsupported_message_type_is_refused_before_publishing(tmp_path):
     assert run_replay(str(bag), "--start-delay", "0", "--topics", "/chatter").returncode == 0
 
 
+def replay_color_frames(listener, bag: Path, topic: str, expected: int) -> tuple[subprocess.CompletedProcess, list]:
+    """Replay the sample bag's color frames onto `topic`; the tool's result and the stamps received
+    once `expected` frames came (or 5 s passed)."""
+    received, subscription = listener.collect(Image, topic, stamp_ns)
+    try:
+        result = run_replay(str(bag), "--rate", "10", "--start-delay", "20", "--topics", sample_bag.COLOR_TOPIC,
+                            "--remap", f"{sample_bag.COLOR_TOPIC}:={topic}")
+        assert wait_until(lambda: len(received) >= expected, 5.0)
+    finally:
+        listener.node.destroy_subscription(subscription)
+    return result, received
+
+
 @pytest.mark.parametrize("storage", STORAGES)
 def test_truncated_bag_publishes_what_is_readable_then_fails(listener, bags, truth, storage, tmp_path):
     bag = tmp_path / "cut"
@@ -307,13 +320,7 @@ def test_truncated_bag_publishes_what_is_readable_then_fails(listener, bags, tru
         readable = reader.topics[sample_bag.COLOR_TOPIC].count
     assert 0 < readable < FRAMES
 
-    received, subscription = listener.collect(Image, f"/cut_{storage}/image", stamp_ns)
-    try:
-        result = run_replay(str(bag), "--rate", "10", "--start-delay", "20", "--topics", sample_bag.COLOR_TOPIC,
-                            "--remap", f"{sample_bag.COLOR_TOPIC}:=/cut_{storage}/image")
-        assert wait_until(lambda: len(received) >= readable, 5.0)
-    finally:
-        listener.node.destroy_subscription(subscription)
+    result, received = replay_color_frames(listener, bag, f"/cut_{storage}/image", readable)
     assert result.returncode == 1
     line, = result.stderr.splitlines()
     assert "damaged" in line and str(bag) in line
@@ -326,13 +333,7 @@ def test_bag_that_lost_its_metadata_replays_whole_with_a_note(listener, bags, tr
     bag = tmp_path / "no_metadata"
     shutil.copytree(bags[storage], bag)
     (bag / "metadata.yaml").unlink()
-    received, subscription = listener.collect(Image, f"/nometa_{storage}/image", stamp_ns)
-    try:
-        result = run_replay(str(bag), "--rate", "10", "--start-delay", "20", "--topics", sample_bag.COLOR_TOPIC,
-                            "--remap", f"{sample_bag.COLOR_TOPIC}:=/nometa_{storage}/image")
-        assert wait_until(lambda: len(received) >= FRAMES, 5.0)
-    finally:
-        listener.node.destroy_subscription(subscription)
+    result, received = replay_color_frames(listener, bag, f"/nometa_{storage}/image", FRAMES)
     assert result.returncode == 0, result.stderr
     line, = result.stderr.splitlines()
     assert "note" in line and "read to its end" in line and "ros2 bag reindex" in line and "damaged" not in line
