@@ -18,6 +18,9 @@ from vlm_perception.core.queries import MAX_QUERY_CHARS, normalize_phrases, pars
     ("cups", ["cups"]),  # plurals stay as written
     ("apple, Apple, the apple", ["apple"]),  # duplicates collapse
     ("  banana  ", ["banana"]),
+    # A where-clause ends its own item only: the objects named after it are kept.
+    ("is there a cup in the bin or a plate on the table?", ["cup", "plate"]),
+    ("is there a cup on the table and a banana?", ["cup", "banana"]),
 ])
 def test_object_phrases(query, phrases):
     parsed = parse_query(query)
@@ -45,6 +48,8 @@ def test_bad_queries_say_what_to_fix(query, message):
 
 def test_longest_allowed_query_is_accepted():
     assert parse_query("a" * MAX_QUERY_CHARS).phrases == ["a" * MAX_QUERY_CHARS]
+    # The limit is on what is asked: surrounding whitespace does not count.
+    assert parse_query("  cup" + " " * MAX_QUERY_CHARS).phrases == ["cup"]
 
 
 def test_standing_phrases_are_trimmed_and_deduplicated():

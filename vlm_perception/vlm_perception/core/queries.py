@@ -25,7 +25,8 @@ _QUESTION_PREFIXES = (
     r"how many",
 )
 _QUESTION = re.compile(r"^(?:please\s+)?(?:%s)\b\s*" % "|".join(_QUESTION_PREFIXES))
-# Where-clauses describe the scene, not the object: "... in the bin", "... on the table".
+# Where-clauses describe the scene, not the object: "... in the bin", "... on the table". Stripped
+# from each listed item, so "a cup in the bin or a plate" keeps the plate.
 _LOCATION = re.compile(
     r"\s+(?:in|on|inside|at|near|under|within) (?:the|this|that|my|a|an) [\w\s-]+$"
 )
@@ -44,9 +45,9 @@ def validate_query(text: str) -> str:
     stripped = text.strip()
     if not stripped:
         raise QueryError('empty query; ask for an object, e.g. "is there an apple?"')
-    if len(text) > MAX_QUERY_CHARS:
+    if len(stripped) > MAX_QUERY_CHARS:
         raise QueryError(
-            f"query is {len(text)} characters, over the limit of {MAX_QUERY_CHARS}; "
+            f"query is {len(stripped)} characters, over the limit of {MAX_QUERY_CHARS}; "
             "ask for fewer objects per call"
         )
     return stripped
@@ -66,10 +67,9 @@ def parse_query(text: str) -> ParsedQuery:
     if _OPEN_QUESTION.match(query):
         return ParsedQuery(stripped, [], open_question=True)
     query = _QUESTION.sub("", query)
-    query = _LOCATION.sub("", query)
     phrases: list[str] = []
     for part in _SEPARATORS.split(query):
-        phrase = _TRAILING_WORDS.sub("", _ARTICLES.sub("", part.strip()))
+        phrase = _TRAILING_WORDS.sub("", _ARTICLES.sub("", _LOCATION.sub("", part.strip())))
         if phrase and phrase not in phrases:
             phrases.append(phrase)
     if not phrases:
