@@ -91,6 +91,14 @@ def test_request_image_is_used_instead_of_latest_frame(color_node):
     assert response.targets[0].width_px == pytest.approx(20)
 
 
+def test_every_object_of_a_question_is_answered(color_node):
+    # The where-clause after the cup used to swallow the apple named after it.
+    _, client = color_node
+    response = client.query("is there a cup in the bin or an apple?", image=Image(**encode_image_fields(scene(), "rgb8")))
+    assert response.success, response.message
+    assert [(p.query, p.present) for p in response.presence] == [("cup", False), ("apple", True)]
+
+
 def test_standing_queries_follow_parameter_changes(color_node):
     _, client = color_node
     rgb = scene()
@@ -121,6 +129,11 @@ def test_standing_queries_follow_parameter_changes(color_node):
     # Invalid values are refused by the descriptors and change nothing.
     assert not client.set_parameters(threshold=1.5)[0].successful
     assert not client.set_parameters(backend="owlvit")[0].successful
+    # A rate in range whose period no ROS timer holds: refused with the reason, the node serves on.
+    [result] = client.set_parameters(rate_hz=1e-12)
+    assert not result.successful and "use 0 for service calls only, or at least 0.001" in result.reason
+    ok, _ = latest_frame_outputs(["cup", "banana"])
+    assert ok, "a refused rate_hz stopped the standing queries"
 
     assert all(r.successful for r in client.set_parameters(rate_hz=0.0))
     client.presence.clear()
@@ -149,6 +162,9 @@ def bad_image(**overrides) -> Image:
     ({"query": "apple", "image": "step"}, "step"),
     ({"query": "apple", "image": "length"}, "step * height"),
     ({"query": "apple", "image": "zero"}, "zero-size"),
+    # Fields set but no pixels: refused, never answered from the camera's frame instead.
+    ({"query": "apple", "image": "no data"}, "data is 0 bytes but step * height"),
+    ({"query": "apple", "image": "empty 0x0"}, "zero-size"),
 ])
 def test_bad_requests_fail_with_a_reason_and_node_keeps_serving(color_node, fields, expected):
     _, client = color_node
@@ -157,6 +173,8 @@ def test_bad_requests_fail_with_a_reason_and_node_keeps_serving(color_node, fiel
         "step": lambda: bad_image(step=10),  # smaller than width * 3
         "length": lambda: bad_image(data=bytes(50)),
         "zero": lambda: bad_image(width=0, step=0, data=bytes(1)),
+        "no data": lambda: Image(height=60, width=80, encoding="rgb8", step=240),
+        "empty 0x0": lambda: Image(encoding="rgb8"),
     }
     if "image" in fields:
         fields = dict(fields, image=images[fields["image"]]())
@@ -297,6 +315,10 @@ def test_flood_of_hd_frames_while_answering(ros):
     ({"backend": "yolo"}, "unknown backend 'yolo'"),
     ({"backend": COLOR, "backend_options": "{colour: red}"}, "does not take option(s) colour"),
     ({"backend": COLOR, "image_qos": "fast"}, "image_qos='fast'"),
+    ({"backend": ":ColorBackend"}, "is not 'package.module:ClassName'"),
+    ({"backend": COLOR, "rate_hz": 1e-6}, "rate_hz 1e-06 is below 0.001"),
+    # An error from ROS itself while configuring is named, not swallowed ("cannot start: " and nothing).
+    ({"backend": COLOR, "cameras": ["c" * 250]}, "RCLError"),
 ])
 def test_start_up_failures_exit_non_zero_with_one_clear_line(params, expected):
     node = NodeProcess(f"t{uuid.uuid4().hex[:8]}", params)

@@ -26,6 +26,9 @@ def test_plugin_with_kwargs_gets_everything():
     ("plugin_backends:ColorBackend", {"colour": "red"}, "does not take option\\(s\\) colour"),
     ("plugin_backends:FailingToLoadBackend", {}, "failed to start: OSError: weights file is corrupt"),
     ("builtins:object", {}, "does not implement detect"),
+    (":ColorBackend", {}, "is not 'package.module:ClassName'"),
+    (".plugin_backends:ColorBackend", {}, "is not 'package.module:ClassName'"),
+    ("plugin_backends:", {}, "is not 'package.module:ClassName'"),
 ])
 def test_load_errors_say_what_to_fix(name, options, message):
     with pytest.raises(BackendLoadError, match=message):

@@ -86,6 +86,9 @@ def _resolve(name: str) -> type:
             "or 'package.module:ClassName' for your own class"
         )
     module_name, _, class_name = spec.partition(":")
+    if not module_name or module_name.startswith(".") or not class_name:
+        raise BackendLoadError(f"backend '{name}' is not 'package.module:ClassName' (an absolute module name, "
+                               "a colon, a class name)")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

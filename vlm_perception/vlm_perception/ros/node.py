@@ -52,7 +52,7 @@ from ..core.frames import stamp_to_ns
 from ..core.grasping import no_pose
 from ..core.health import LatencyStats, RateMeter, build_statuses, gpu_memory_mib
 from .malloc_tuning import keep_frame_buffers_in_heap
-from .node_params import CHOICES, PARAMS, STARTUP_ONLY_HOW, ParamSpec
+from .node_params import CHOICES, PARAMS, STARTUP_ONLY_HOW, ParamSpec, live_value_problem
 from .qos_check import QosChecker
 from ..core.queries import normalize_phrases, parse_query
 from .ros_messages import Detection2DArray, detection_array_msg, diagnostic_array_msg, pose_outputs, scene_msgs
@@ -86,6 +86,9 @@ class VlmPerceptionNode(LifecycleNode):
             self._declare(spec)
         self._live = {name: self.get_parameter(name).value for name in LIVE_PARAMS}
         self._live["queries"] = normalize_phrases(list(self._live["queries"]))
+        for name, value in self._live.items():
+            if live_value_problem(name, value):
+                raise ConfigurationError(live_value_problem(name, value))
         self._warnings = ProblemThrottle(self.get_logger().warning, WARN_PERIOD_S)
         self._work_lock = threading.Lock()
         self._engine: Optional[PerceptionEngine] = None
@@ -129,9 +132,9 @@ class VlmPerceptionNode(LifecycleNode):
         self._configure_error = ""
         try:
             self._configure()
-        except (BackendLoadError, ConfigurationError) as exc:
-            self._configure_error = str(exc)
-            self.get_logger().error(f"configure failed: {exc}")
+        except Exception as exc:  # rclpy drops an exception from a transition callback without a word
+            self._configure_error = _reason(exc)
+            self.get_logger().error(f"configure failed: {self._configure_error}")
             self._release()
             return TransitionCallbackReturn.FAILURE
         return TransitionCallbackReturn.SUCCESS
@@ -166,6 +169,15 @@ class VlmPerceptionNode(LifecycleNode):
             f"{', '.join(f'{c.name} ({c.image_topic})' for c in self._channels.values())}")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._activate()
+        except Exception as exc:  # as in on_configure: say why, and leave nothing half started
+            self.get_logger().error(f"activate failed: {_reason(exc)}")
+            self._stop_work()
+            return TransitionCallbackReturn.FAILURE
+        return super().on_activate(state)
+
+    def _activate(self) -> None:
         channels = list(self._channels.values())
         for channel in channels:
             channel.start_inputs(self._inputs_group, self._qos_checker.event_callbacks(channel))
@@ -179,7 +191,6 @@ class VlmPerceptionNode(LifecycleNode):
         self.get_logger().info(
             f"active: service {self.get_fully_qualified_name()}/query, "
             f"standing queries {self._live['queries'] or 'none'}")
-        return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         with self._work_lock:
@@ -285,6 +296,9 @@ class VlmPerceptionNode(LifecycleNode):
                 successful=False,
                 reason=f"{', '.join(refused)} can only change while the node is unconfigured "
                        "(deactivate and clean up, set it, configure again)")
+        problems = [live_value_problem(p.name, p.value) for p in params if p.name in LIVE_PARAMS]
+        if any(problems):
+            return SetParametersResult(successful=False, reason="; ".join(filter(None, problems)))
         for param in params:
             if param.name == "queries":
                 self._live["queries"] = normalize_phrases(list(param.value or []))
@@ -451,7 +465,8 @@ class VlmPerceptionNode(LifecycleNode):
 
     def _request_image(self, channel: CameraChannel, image: Image, want_grasps: bool) -> tuple[Any, np.ndarray, bool]:
         """Header and pixels to answer from, and whether the wait for the frame's depth ran out."""
-        if len(image.data) > 0:
+        # Any field set means an image was sent: one without pixels is refused, not replaced by the camera's.
+        if len(image.data) > 0 or image.height or image.width or image.step or image.encoding:
             try:
                 return image.header, images.image_msg_to_rgb8(image), False
             except VlmPerceptionError as exc:
@@ -527,6 +542,13 @@ def _backend_options(p: dict[str, Any]) -> dict[str, Any]:
                 f"backend_options must be a YAML mapping like '{{nms_iou: 0.5}}', got {p['backend_options']!r}")
         options.update(extra)
     return options
+
+
+def _reason(exc: Exception) -> str:
+    """The message of one of ours; type and message of anything else (a bug, or a ROS error)."""
+    if isinstance(exc, (BackendLoadError, ConfigurationError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def main(args: Optional[list[str]] = None) -> int:

@@ -48,6 +48,18 @@ class ParamSpec:
         return descriptor
 
 
+# A slower standing-query timer would need a period beyond what a ROS timer holds (int64 ns);
+# the descriptor's range cannot say "0, or at least this", so live_value_problem() does.
+MIN_RATE_HZ = 0.001
+
+
+def live_value_problem(name: str, value: Any) -> str:
+    """Why `value` cannot be used for run-time parameter `name` beyond its descriptor's range; '' if it can."""
+    if name == "rate_hz" and 0.0 < value < MIN_RATE_HZ:
+        return f"rate_hz {value:g} is below {MIN_RATE_HZ:g}; use 0 for service calls only, or at least {MIN_RATE_HZ:g}"
+    return ""
+
+
 STARTUP_ONLY_HOW = ("start-up only: set it in the parameter file, the launch file or on the command line "
                      "(--ros-args -p name:=value) and restart the node to change it")
 
@@ -76,8 +88,8 @@ PARAMS: tuple[ParamSpec, ...] = (
               "Score at or above which an object counts as present; 0 = the backend's recommended value",
               float_range=(0.0, 1.0)),
     ParamSpec("queries", [], SA, "Standing object phrases evaluated at rate_hz on the latest frame"),
-    ParamSpec("rate_hz", 1.0, D, "How often standing queries run on a new frame; 0 = only on service calls",
-              float_range=(0.0, 100.0)),
+    ParamSpec("rate_hz", 1.0, D, "How often standing queries run on a new frame; 0 = only on service calls, "
+              f"else at least {MIN_RATE_HZ:g}", float_range=(0.0, 100.0)),
     ParamSpec("max_image_age", 2.0, D,
               "Seconds after which the latest frame is too old to answer from; 0 disables the check",
               float_range=(0.0, 3600.0)),
