@@ -90,6 +90,24 @@ def test_each_malformed_labels_file_says_what_to_fix(tmp_path, text, message):
 
 
 @pytest.mark.parametrize("text, message", [
+    ("queries:\n  cat: [[0.0, 2.0]]\n  cup: []\n  cat: [[5.0, end]]\n", "'cat' is written twice in one mapping "
+     "(lines 2 and 4); write each key once, a query's intervals merged into one entry"),
+    ("time: bag\nqueries:\n  cat: []\ntime: relative\n", "'time' is written twice in one mapping (lines 1 and 4)"),
+    ("queries:\n  cat: [{a: 1, a: 2}]\n", "'a' is written twice in one mapping (lines 2 and 2)"),
+])
+def test_a_key_written_twice_is_refused_not_overwritten(tmp_path, text, message):
+    # Plain YAML keeps the last duplicate, silently dropping the first entry's intervals.
+    path = write(tmp_path, text)
+    with pytest.raises(LabelsError) as error:
+        load_labels(path)
+    line, = str(error.value).splitlines()
+    assert message in line and str(path) in line
+    # A merge key (`<<`) may override what it merges, as YAML means it to.
+    assert load_labels(write(tmp_path, "queries: {cat: []}\n<<: {time: bag}\ntime: relative\n", "m.yaml")) \
+        .time_base == "relative"
+
+
+@pytest.mark.parametrize("text, message", [
     ("queries:\n  dog: []\n  apple: []\n", "labels 'dog', which the run never evaluated (its queries: apple, banana)"),
     ("queries:\n  apple: [[1.05, end]]\n", "'apple' interval [1.05, end] lies outside the bag"),
     ("queries:\n  apple: [[0.5, 1.2]]\n", "frames span 0.000 to 1.000 s (seconds from the first frame)"),
