@@ -11,7 +11,8 @@ from test_report import FRAMES, PERIOD_NS, T0_NS, write_bag
 
 from vlm_perception.bag import report
 from vlm_perception.bag.labels import dump_labels, load_labels
-from vlm_perception.bag.scoring import ScoredOutput, junit_xml, score
+from vlm_perception.bag.labels import ResolvedLabels
+from vlm_perception.bag.scoring import ScoredOutput, failed, junit_xml, render_scores, score
 from vlm_perception.core.errors import LabelsError
 
 FRAME_ID = "camera_color_optical_frame"
@@ -90,6 +91,24 @@ def test_each_malformed_labels_file_says_what_to_fix(tmp_path, text, message):
 
 
 @pytest.mark.parametrize("text, message", [
+    ("queries:\n  cat: [[0.0, 2.0]]\n  cup: []\n  cat: [[5.0, end]]\n", "'cat' is written twice in one mapping "
+     "(lines 2 and 4); write each key once, a query's intervals merged into one entry"),
+    ("time: bag\nqueries:\n  cat: []\ntime: relative\n", "'time' is written twice in one mapping (lines 1 and 4)"),
+    ("queries:\n  cat: [{a: 1, a: 2}]\n", "'a' is written twice in one mapping (lines 2 and 2)"),
+])
+def test_a_key_written_twice_is_refused_not_overwritten(tmp_path, text, message):
+    # Plain YAML keeps the last duplicate, silently dropping the first entry's intervals.
+    path = write(tmp_path, text)
+    with pytest.raises(LabelsError) as error:
+        load_labels(path)
+    line, = str(error.value).splitlines()
+    assert message in line and str(path) in line
+    # A merge key (`<<`) may override what it merges, as YAML means it to.
+    assert load_labels(write(tmp_path, "queries: {cat: []}\n<<: {time: bag}\ntime: relative\n", "m.yaml")) \
+        .time_base == "relative"
+
+
+@pytest.mark.parametrize("text, message", [
     ("queries:\n  dog: []\n  apple: []\n", "labels 'dog', which the run never evaluated (its queries: apple, banana)"),
     ("queries:\n  apple: [[1.05, end]]\n", "'apple' interval [1.05, end] lies outside the bag"),
     ("queries:\n  apple: [[0.5, 1.2]]\n", "frames span 0.000 to 1.000 s (seconds from the first frame)"),
@@ -150,6 +169,34 @@ def test_junit_xml_has_one_case_per_query_and_fails_below_the_threshold(tmp_path
     assert ET.fromstring(junit_xml(scores, None, "suite")).get("failures") == "0"
 
 
+def test_a_query_never_evaluated_on_a_frame_of_the_bag_is_not_scored_as_perfect():
+    key = [(T0_NS + f * PERIOD_NS, FRAME_ID) for f in range(FRAMES)]
+    labels = ResolvedLabels(Path("labels.yaml"), {"apple": [], "cup": []})
+    # cup only in the answer to a service call about its own request image: no frame of the bag.
+    outputs = [ScoredOutput(k, {"apple": False}, 40.0) for k in key]
+    outputs.append(ScoredOutput((key[5][0] + 1, FRAME_ID), {"cup": False}, 40.0))
+    apple, cup = score(key, outputs, labels)
+    assert (cup.evaluated, cup.frames) == (0, FRAMES) and apple.evaluated == FRAMES
+    # A gate must not pass on nothing: any --min-f1 fails it, even 0; no gate, no failure.
+    assert failed(cup, 0.0) and failed(cup, 0.9) and not failed(cup, None) and not failed(apple, 0.9)
+    rows = {line.split()[0]: line.split()[1:] for line in render_scores([apple, cup], 0.9).splitlines()[1:]}
+    assert rows["cup"] == ["-", "-", "not", "evaluated", "0", "0", "0", "0", "0/11", "-", "-", "FAIL"]
+    assert rows["apple"][-1] == "ok"
+    assert "not evaluated" in render_scores([cup], None) and "1.000" not in render_scores([cup], None)
+    suites = ET.fromstring(junit_xml([apple, cup], 0.9, "suite"))
+    assert suites.get("failures") == "1"
+    cases = {case.get("name"): case for case in suites.iter("testcase")}
+    failure, = cases["cup"].iter("failure")
+    assert failure.get("message").startswith("the node never answered 'cup' on a frame of the bag (0 of 11")
+    assert "standing queries" in failure.get("message") and "--record-namespace" in failure.get("message")
+    assert not list(cases["apple"].iter("failure"))
+    # Without --min-f1 nothing fails, but the case is skipped, not shown as passed.
+    suite, = ET.fromstring(junit_xml([apple, cup], None, "suite"))
+    assert (suite.get("failures"), suite.get("skipped")) == ("0", "1")
+    skipped, = suite.iter("skipped")
+    assert skipped.get("message") == failure.get("message")
+
+
 # --- the report --------------------------------------------------------------------------
 
 
@@ -179,6 +226,25 @@ def test_report_scores_marks_wrong_frames_and_gates_on_min_f1(run_bag, tmp_path,
 
     assert report.main([str(run_bag), "--labels", str(labels), "--out", str(out), "--min-f1", "0.7"]) == 0
     assert "F1 >= 0.7" in capsys.readouterr().out
+
+
+def test_report_gates_on_a_labelled_query_no_frame_of_the_bag_was_evaluated_for(tmp_path, capsys):
+    bag = write_bag(tmp_path / "run", service_query="cup")
+    labels = write(tmp_path, LABELS + "  cup: []\n")
+    junit, out = tmp_path / "report.xml", tmp_path / "out"
+    code = report.main([str(bag), "--labels", str(labels), "--out", str(out), "--junit", str(junit),
+                        "--min-f1", "0.5"])
+    captured = capsys.readouterr()
+    assert code == report.EXIT_BELOW_MIN_F1
+    row, = [line.split() for line in captured.out.splitlines() if line.startswith("cup ")]
+    assert row == ["cup", "-", "-", "not", "evaluated", "0", "0", "0", "0", "0/11", "-", "-", "FAIL"]
+    assert "never evaluated on a frame of the bag: cup" in captured.err and "F1 below" not in captured.err
+    cases = {case.get("name"): case for case in ET.parse(junit).getroot().iter("testcase")}
+    assert [case for case in cases if list(cases[case].iter("failure"))] == ["cup"]
+    # No gate asked for: done (exit 0), the query still shown as not evaluated and warned about.
+    assert report.main([str(bag), "--labels", str(labels), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "not evaluated" in captured.out and "never evaluated on a frame of the bag: cup" in captured.err
 
 
 def test_report_exit_codes_for_bad_labels_and_arguments(run_bag, tmp_path, capsys):

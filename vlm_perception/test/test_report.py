@@ -88,8 +88,13 @@ def write_bag(
     image_topics: tuple[str, ...] = (COLOR_TOPIC,),
     outputs: bool = True,
     frames_not_recorded: frozenset[int] = frozenset(),
+    service_query: str | None = None,
 ) -> Path:
-    """A recorded run: camera frames and, from frame 1 on, the node's outputs with the same stamps."""
+    """A recorded run: camera frames and, from frame 1 on, the node's outputs with the same stamps.
+
+    service_query: also one ~/presence output holding that query alone, about a request image stamped
+    between frames 5 and 6 (a service call), so no frame of the bag.
+    """
     with Writer(path, version=9, storage_plugin=storage) as writer:
         images = [writer.add_connection(t, "sensor_msgs/msg/Image", typestore=TS) for t in image_topics]
         if outputs:
@@ -104,6 +109,13 @@ def write_bag(
                 done_ns = time_ns + 40_000_000  # published after inference
                 writer.write(presence, done_ns, TS.serialize_cdr(_presence(frame), PRESENCE_TYPE))
                 writer.write(grasps, done_ns, TS.serialize_cdr(_grasps(frame), GRASP_TYPE))
+        if service_query is not None:
+            header = _header(5)
+            header.stamp.nanosec += PERIOD_NS // 2
+            result = T["vlm_perception_msgs/msg/ObjectPresence"](
+                header=header, query=service_query, present=False, confidence=0.02, threshold=0.1, count=0)
+            answer = T[PRESENCE_TYPE](header=header, results=[result], backend="owlv2", inference_ms=40.0)
+            writer.write(presence, T0_NS + 6 * PERIOD_NS, TS.serialize_cdr(answer, PRESENCE_TYPE))
     return path
 
 

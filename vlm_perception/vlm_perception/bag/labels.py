@@ -97,13 +97,41 @@ class Labels:
                 else "header stamps in seconds since the epoch")
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first_line: int, line: int):
+        super().__init__(f"{key!r} on lines {first_line} and {line}")
+        self.key, self.first_line, self.line = key, first_line, line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key written twice in one mapping: plain YAML keeps the last, silently
+    dropping a query's first intervals."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<` may override keys, by design
+                continue
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            try:
+                if key in first_lines:
+                    raise _DuplicateKey(key, first_lines[key], line)
+                first_lines[key] = line
+            except TypeError:  # an unhashable key: SafeLoader's own error says so
+                continue
+        return super().construct_mapping(node, deep)
+
+
 def load_labels(path: Path) -> Labels:
     """Read and check a labels file on its own; raises LabelsError saying what to fix."""
     path = Path(path)
     try:
-        document = yaml.safe_load(path.read_text())
+        document = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except OSError as exc:
         raise LabelsError(f"cannot read labels {path}: {exc.strerror or exc}; pass an existing YAML file") from exc
+    except _DuplicateKey as exc:
+        raise LabelsError(f"{path}: {exc.key!r} is written twice in one mapping (lines {exc.first_line} and "
+                          f"{exc.line}); write each key once, a query's intervals merged into one entry") from exc
     except yaml.YAMLError as exc:
         raise LabelsError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from exc
     return parse_labels(document, path)

@@ -11,9 +11,11 @@ With `--labels labels.yaml` (format in vlm_perception.bag.labels) it scores
 each labelled query: precision, recall, F1, the confusion counts, frames
 evaluated of frames in the bag, and inference latency p50/p95; wrong frames
 are marked in the plot and put on the contact sheet. `--junit FILE` writes
-one JUnit test case per query, failing where F1 is below `--min-f1`.
+one JUnit test case per query, failing where F1 is below `--min-f1` or the
+query was evaluated on no frame of the bag.
 Exit status: 0 done; 1 the run or the labels cannot be reported on (one line
-on stderr says what to fix); 2 bad arguments; 3 a query's F1 is below --min-f1.
+on stderr says what to fix); 2 bad arguments; 3 with --min-f1, a query's F1 is
+below it or a labelled query was never evaluated.
 
 Outputs carry their source image's header, so they are matched to frames by
 (stamp, frame_id). Reading uses rosbags, not rclpy, so the report runs
@@ -547,7 +549,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--junit", type=Path, metavar="FILE",
                         help="with --labels: write JUnit XML, one test case per query")
     parser.add_argument("--min-f1", type=fraction, metavar="F1",
-                        help="with --labels: fail (exit 3, JUnit failure) where a query's F1 is below this")
+                        help="with --labels: fail (exit 3, JUnit failure) where a query's F1 is below this "
+                        "or a labelled query was never evaluated")
     return parser
 
 
@@ -592,9 +595,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {missing} not shown: the source frame is not on {run.image_topic} in the bag")
     if args.junit is not None:
         print(f"wrote {args.junit}: JUnit XML, one test case per labelled query")
-    below = [s.query for s in scores if failed(s, args.min_f1)]
+    below = [s.query for s in scores if failed(s, args.min_f1) and s.evaluated]
     if below:
         print(f"vlm_perception_report: F1 below {args.min_f1:g} for {', '.join(below)}", file=sys.stderr)
+    never = [s.query for s in scores if not s.evaluated]
+    if never:
+        print(f"vlm_perception_report: never evaluated on a frame of the bag: {', '.join(never)}; check the "
+              "node's standing queries and --record-namespace when recording", file=sys.stderr)
+    if any(failed(s, args.min_f1) for s in scores):
         return EXIT_BELOW_MIN_F1
     return 0
 

@@ -4,7 +4,8 @@ Each frame counts once per query: the first output about that frame (matched
 by header stamp and frame_id) that holds the query. A ratio with nothing to
 count (precision with no frame answered present, recall with no frame
 labelled present) is 1.0, so a query whose object is never there and never
-reported scores F1 1.0.
+reported scores F1 1.0. A labelled query evaluated on no frame of the bag has
+no score at all: it shows as "not evaluated", and fails any --min-f1 gate.
 """
 from __future__ import annotations
 
@@ -87,10 +88,10 @@ def score(frames: Sequence[FrameKey], outputs: Sequence[ScoredOutput], labels: R
 
 
 def render_scores(scores: Sequence[QueryScore], min_f1: Optional[float]) -> str:
-    """A table: one row per query; FAIL marks a query below min_f1."""
+    """A table: one row per query; FAIL marks a query below min_f1 or never evaluated."""
     header = ["query", "precision", "recall", "F1", "TP", "FP", "FN", "TN", "evaluated", "p50 ms", "p95 ms"]
-    rows = [[s.query, f"{s.precision:.3f}", f"{s.recall:.3f}", f"{s.f1:.3f}", str(s.tp), str(s.fp), str(s.fn),
-             str(s.tn), f"{s.evaluated}/{s.frames}", f"{s.latency_p50_ms:.1f}", f"{s.latency_p95_ms:.1f}"]
+    rows = [[s.query, *_ratio_cells(s), str(s.tp), str(s.fp), str(s.fn), str(s.tn), f"{s.evaluated}/{s.frames}",
+             *_latency_cells(s)]
             + (["FAIL" if failed(s, min_f1) else "ok"] if min_f1 is not None else []) for s in scores]
     if min_f1 is not None:
         header.append(f"F1 >= {min_f1:g}")
@@ -99,22 +100,45 @@ def render_scores(scores: Sequence[QueryScore], min_f1: Optional[float]) -> str:
                      .rstrip() for row in [header, *rows])
 
 
+def _ratio_cells(s: QueryScore) -> list[str]:
+    if s.evaluated == 0:  # not 1.000: nothing was counted
+        return ["-", "-", "not evaluated"]
+    return [f"{s.precision:.3f}", f"{s.recall:.3f}", f"{s.f1:.3f}"]
+
+
+def _latency_cells(s: QueryScore) -> list[str]:
+    return ["-", "-"] if s.evaluated == 0 else [f"{s.latency_p50_ms:.1f}", f"{s.latency_p95_ms:.1f}"]
+
+
 def failed(query_score: QueryScore, min_f1: Optional[float]) -> bool:
-    return min_f1 is not None and query_score.f1 < min_f1
+    # A gate must not pass on nothing: an unevaluated query's ratios of 1.0 count nothing.
+    return min_f1 is not None and (query_score.evaluated == 0 or query_score.f1 < min_f1)
+
+
+def _never_answered(query_score: QueryScore) -> str:
+    return (f"the node never answered {query_score.query!r} on a frame of the bag (0 of {query_score.frames} "
+            "frames evaluated); check that it is one of the node's standing queries and that "
+            "--record-namespace named the node when recording")
 
 
 def junit_xml(scores: Sequence[QueryScore], min_f1: Optional[float], suite: str) -> str:
-    """JUnit XML: one test case per query, a failure where F1 is below min_f1 (none without min_f1)."""
+    """JUnit XML: one test case per query, a failure where F1 is below min_f1 or the query was never evaluated
+    (none without min_f1: there an unevaluated query is skipped, not passed)."""
     failures = sum(failed(s, min_f1) for s in scores)
+    skipped = sum(s.evaluated == 0 and not failed(s, min_f1) for s in scores)
     suites = ET.Element("testsuites", tests=str(len(scores)), failures=str(failures))
     element = ET.SubElement(suites, "testsuite", name=suite, tests=str(len(scores)), failures=str(failures),
-                            errors="0", skipped="0")
+                            errors="0", skipped=str(skipped))
     for s in scores:
         case = ET.SubElement(element, "testcase", classname=suite, name=s.query)
-        summary = (f"F1 {s.f1:.3f}, precision {s.precision:.3f}, recall {s.recall:.3f}; TP {s.tp} FP {s.fp} "
-                   f"FN {s.fn} TN {s.tn}; {s.evaluated} of {s.frames} frames evaluated; inference p50 "
-                   f"{s.latency_p50_ms:.1f} ms, p95 {s.latency_p95_ms:.1f} ms")
-        if failed(s, min_f1):
+        summary = _never_answered(s) if s.evaluated == 0 else (
+            f"F1 {s.f1:.3f}, precision {s.precision:.3f}, recall {s.recall:.3f}; TP {s.tp} FP {s.fp} "
+            f"FN {s.fn} TN {s.tn}; {s.evaluated} of {s.frames} frames evaluated; inference p50 "
+            f"{s.latency_p50_ms:.1f} ms, p95 {s.latency_p95_ms:.1f} ms")
+        if s.evaluated == 0:
+            ET.SubElement(case, "failure" if failed(s, min_f1) else "skipped", message=summary,
+                          type="NotEvaluated").text = summary
+        elif failed(s, min_f1):
             ET.SubElement(case, "failure", message=f"F1 {s.f1:.3f} is below --min-f1 {min_f1:g}",
                           type="F1BelowThreshold").text = summary
         ET.SubElement(case, "system-out").text = summary
