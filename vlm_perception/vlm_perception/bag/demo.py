@@ -185,6 +185,9 @@ def run(args: argparse.Namespace) -> None:
         raise DemoError("the report could not be written; see its message above")
     _, scores = scores_against(load(run_bag), labels)
     for query_score in scores:
+        if not query_score.evaluated:
+            print(f"demo: {query_score.query!r}: not evaluated on any of the {query_score.frames} frames")
+            continue
         print(f"demo: {query_score.query!r}: F1 {query_score.f1:.2f} (precision {query_score.precision:.2f}, "
               f"recall {query_score.recall:.2f}), {query_score.evaluated} of {query_score.frames} frames "
               f"evaluated, inference p50 {query_score.latency_p50_ms:.1f} ms, p95 {query_score.latency_p95_ms:.1f} ms")
